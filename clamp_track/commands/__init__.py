@@ -1,0 +1,1 @@
+"""Sub-commands of the clamp-track CLI, one module each."""

@@ -1,0 +1,184 @@
+"""Strict configuration: frozen dataclasses loaded from YAML with unknown keys rejected.
+
+Each stage defines a frozen dataclass of its settings. :func:`from_dict` builds one from plain
+data (YAML, CLI overrides) and refuses keys the dataclass does not have, so a typo in a config
+file is an error naming the key and the file instead of a silently ignored setting.
+:func:`dump_yaml` writes the resolved config next to every output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+from clamp_track.errors import InputError
+
+T = TypeVar("T")
+
+
+def from_dict(cls: type[T], data: dict | None, *, source: str = "config") -> T:
+    """Build dataclass ``cls`` from a mapping, recursing into nested dataclass fields.
+
+    Args:
+        cls: A (frozen) dataclass type.
+        data: Mapping of field names to values; ``None`` means all defaults.
+        source: Where the data came from, used in error messages (a file path, "--set").
+
+    Returns:
+        An instance of ``cls``.
+
+    Raises:
+        InputError: On unknown keys, missing required keys or values of the wrong kind.
+    """
+    data = dict(data or {})
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise InputError(
+            f"{source}: unknown key(s) {unknown} for {cls.__name__}; known: {sorted(fields)}"
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints.get(name, Any), value, f"{source}: {name}")
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # missing required fields
+        raise InputError(f"{source}: {exc}") from None
+    except ValueError as exc:  # __post_init__ validation
+        raise InputError(f"{source}: {exc}") from None
+
+
+def _coerce(hint, value, where: str):
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if value is None:
+        return None
+    if dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):
+            return value
+        if not isinstance(value, dict):
+            raise InputError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(hint, value, source=where)
+    if origin in (typing.Union, types.UnionType):
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, where)
+            except InputError:
+                continue
+        raise InputError(f"{where}: {value!r} does not fit {hint}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise InputError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, where) for v in value)
+        if args and len(args) != len(value):
+            raise InputError(f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(a, v, where) for a, v in zip(args or [Any] * len(value), value))
+    if origin is typing.Literal:
+        if value not in args:
+            raise InputError(f"{where}: {value!r} is not one of {list(args)}")
+        return value
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads "5e-4" as a string
+        try:
+            return float(value)
+        except ValueError:
+            raise InputError(f"{where}: expected a number, got {value!r}") from None
+    if hint in (int, str, bool, float) and not isinstance(value, hint):
+        if hint is int and isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise InputError(f"{where}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+def to_dict(obj) -> dict:
+    """Plain-data form of a config dataclass (tuples become lists, for YAML)."""
+
+    def plain(v):
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v) if f.init}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, Path):
+            return str(v)
+        return v
+
+    return plain(obj)
+
+
+def load_yaml(path: str | os.PathLike) -> dict:
+    """Read a YAML mapping, with a one-line error for a missing or malformed file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise InputError(f"{path}: invalid YAML{where}; fix the syntax") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a mapping of settings at the top level")
+    return data
+
+
+def parse_overrides(items) -> dict:
+    """Turn ``["train.lr=1e-4", "model=clamp_vitb16"]`` into a nested dict (values as YAML)."""
+    import yaml
+
+    out: dict = {}
+    for item in items or ():
+        if "=" not in item:
+            raise InputError(f"override {item!r} must look like key=value (e.g. train.lr=1e-4)")
+        key, raw = item.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+    return out
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Recursively merge ``override`` into a copy of ``base``."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and a rename (never a partial file)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def dump_yaml(obj, path: str | os.PathLike) -> None:
+    """Write a config dataclass (or mapping) as YAML, atomically."""
+    import yaml
+
+    data = to_dict(obj) if dataclasses.is_dataclass(obj) else obj
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))

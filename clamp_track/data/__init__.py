@@ -1,0 +1,1 @@
+"""Datasets (COCO keypoint files, corrections), top-down transforms and training targets."""

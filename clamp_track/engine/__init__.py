@@ -1,0 +1,1 @@
+"""Training loop, evaluation (OKS AP, PCK) and few-shot / zero-shot sampling."""

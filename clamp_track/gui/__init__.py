@@ -1,0 +1,1 @@
+"""PyQt6 desktop GUI (views only; install with ``pip install 'clamp-track[gui]'``)."""

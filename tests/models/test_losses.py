@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from clamp_track.models import create_model
+from clamp_track.models.losses import (
+    crop_valid,
+    feature_contrastive_loss,
+    joints_mse_loss,
+)
+
+
+def _hand_infonce(v, t, scale):
+    """Symmetric InfoNCE written out with plain Python floats."""
+    def norm(x):
+        n = math.sqrt(sum(a * a for a in x))
+        return [a / n for a in x]
+
+    v, t = [norm(x) for x in v], [norm(x) for x in t]
+    k = len(v)
+    logits = [[scale * sum(a * b for a, b in zip(v[i], t[j])) for j in range(k)] for i in range(k)]
+    img = [-(logits[i][i] - math.log(sum(math.exp(x) for x in logits[i]))) for i in range(k)]
+    txt = [-(logits[j][j] - math.log(sum(math.exp(logits[i][j]) for i in range(k))))
+           for j in range(k)]
+    return (sum(img) / k + sum(txt) / k) / 2
+
+
+def test_feature_loss_matches_hand_computation_with_bilinear_sampling():
+    # F on a 2x2 grid for a 64x64 crop: cell centres are at pixels 15.5 and 47.5.
+    dense = torch.tensor([[[1.0, 0.0], [2.0, -1.0]],
+                          [[0.0, 1.0], [1.0, 3.0]]])[None]  # (1, D=2, 2, 2)
+    kp = torch.tensor([[[15.5, 15.5],    # exactly cell (0, 0): (1, 0)
+                        [47.5, 47.5],    # exactly cell (1, 1): (-1, 3)
+                        [31.5, 15.5],    # half-way between (0,0) and (0,1): (0.5, 0.5)
+                        [47.5, 15.5]]])  # cell (0, 1) but invisible
+    prompts = torch.tensor([[[1.0, 0.2], [-0.5, 1.0], [0.3, 0.3], [5.0, -5.0]]])
+    valid = torch.tensor([[True, True, True, False]])
+    logit_scale = torch.tensor(math.log(1 / 0.07))
+    loss = feature_contrastive_loss(dense, prompts, kp, valid, (64, 64), logit_scale)
+    expected = _hand_infonce([[1, 0], [-1, 3], [0.5, 0.5]],
+                             [[1, 0.2], [-0.5, 1], [0.3, 0.3]], 1 / 0.07)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+    # the invisible keypoint is neither anchor nor negative: moving it changes nothing
+    kp2, prompts2 = kp.clone(), prompts.clone()
+    kp2[0, 3] = torch.tensor([20.0, 40.0])
+    prompts2[0, 3] = torch.tensor([-3.0, 0.1])
+    loss2 = feature_contrastive_loss(dense, prompts2, kp2, valid, (64, 64), logit_scale)
+    assert loss2.item() == pytest.approx(loss.item(), rel=1e-6)
+
+
+def test_feature_loss_without_valid_keypoints_is_zero_and_differentiable():
+    dense = torch.randn(2, 4, 3, 3, requires_grad=True)
+    prompts = torch.randn(2, 5, 4)
+    kp = torch.rand(2, 5, 2) * 90
+    loss = feature_contrastive_loss(dense, prompts, kp, torch.zeros(2, 5, dtype=torch.bool),
+                                    (96, 96), torch.tensor(2.0))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert dense.grad is not None
+
+
+def test_crop_valid_excludes_outside_and_unlabelled():
+    kp = torch.tensor([[[10.0, 10.0], [-3.0, 5.0], [100.0, 300.0], [255.0, 255.0]]])
+    w = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    assert crop_valid(kp, w, (256, 256)).tolist() == [[True, False, False, False]]
+
+
+def test_joints_mse_weights_each_keypoint():
+    pred, target = torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4, 4)
+    pred[0, 0] = 1.0
+    pred[0, 1] = 2.0
+    assert joints_mse_loss(pred, target, torch.tensor([[1.0, 0.0]])).item() == pytest.approx(0.5)
+    assert joints_mse_loss(pred, target, torch.tensor([[1.0, 1.0]])).item() == pytest.approx(2.5)
+
+
+def test_total_loss_weights_and_ablations():
+    model = create_model("clamp_tiny_rn50").train()
+    images = torch.randn(2, 3, 256, 256)
+    kp = torch.rand(2, 17, 2) * 255
+    targets, weights = torch.rand(2, 17, 64, 64), torch.ones(2, 17)
+    out = model(images)
+    losses = model.loss(out, targets, weights, kp)
+    assert set(losses) == {"pose", "spatial", "feature", "total"}
+    total = losses["pose"] + losses["spatial"] + losses["feature"]
+    assert losses["total"].item() == pytest.approx(total.item())
+    unweighted = joints_mse_loss(out["spatial_heatmaps"], targets, weights)
+    assert losses["spatial"].item() == pytest.approx(0.4 * unweighted.item(), rel=1e-6)

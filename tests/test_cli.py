@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from clamp_track import __version__
+
+
+def test_version_and_help_run_without_heavy_imports():
+    out = subprocess.run([sys.executable, "-m", "clamp_track", "--version"],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f"clamp-track {__version__}"
+    code = ("import sys, clamp_track.cli as c; c.build_parser(); "
+            "print(sorted(m for m in ('torch', 'PyQt6', 'cv2') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    out = subprocess.run([sys.executable, "-m", "clamp_track", "--help"],
+                         capture_output=True, text=True, check=True)
+    assert "weights" in out.stdout
+
+
+def test_user_errors_are_one_line_without_traceback(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "clamp_track", "weights", "convert", str(tmp_path / "nope.pth"),
+         "-o", str(tmp_path / "x.pt")],
+        capture_output=True, text=True,
+    )
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "nope.pth: weights file not found" in out.stderr
+    assert "Traceback" not in out.stderr
