@@ -1,0 +1,425 @@
+"""The result store: one SQLite file per video (``<video>.clamp.sqlite``).
+
+It holds everything a run produces and everything a user corrects, so the GUI, the exports,
+resuming and fine-tuning all read the same file:
+
+* ``meta``: JSON values (resolved run config, model, keypoint set, video info, status);
+* ``frames``: every processed frame with its real timestamp;
+* ``instances``: one row per (frame, track): the box and the keypoints, raw and smoothed, as
+  float32 ``(K, 3)`` blobs (``x, y, confidence`` and ``x, y, variance``) — compact and fast to
+  load for long videos;
+* ``corrections``: the user's keypoint edits, kept apart from the predictions (which are never
+  overwritten), so corrected frames are known exactly and become training data;
+* ``edits``: a log of identity edits (swap, merge, delete).
+
+The file uses WAL journaling; every write is one transaction, so a killed process leaves the
+store at its last commit and a run resumes from there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from clamp_track.errors import InputError
+from clamp_track.skeleton import KeypointSet
+from clamp_track.types import PosePredictions, VideoInfo
+
+SCHEMA_VERSION = 1
+SUFFIX = ".clamp.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS frames (
+    frame INTEGER PRIMARY KEY, time_s REAL NOT NULL, detected INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS instances (
+    frame INTEGER NOT NULL, track INTEGER NOT NULL,
+    x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL,
+    box_score REAL NOT NULL, raw BLOB NOT NULL, smooth BLOB,
+    PRIMARY KEY (frame, track));
+CREATE INDEX IF NOT EXISTS instances_by_track ON instances (track, frame);
+CREATE TABLE IF NOT EXISTS corrections (
+    frame INTEGER NOT NULL, track INTEGER NOT NULL, keypoint INTEGER NOT NULL,
+    x REAL, y REAL, visible INTEGER NOT NULL, edited_at REAL NOT NULL,
+    PRIMARY KEY (frame, track, keypoint));
+CREATE TABLE IF NOT EXISTS edits (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, kind TEXT NOT NULL,
+    detail TEXT NOT NULL);
+"""
+
+
+def store_path(video: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> Path:
+    """``<video>.clamp.sqlite`` beside the video, or in ``out_dir``."""
+    video = Path(video)
+    return Path(out_dir or video.parent) / (video.name + SUFFIX)
+
+
+def _blob(array: np.ndarray) -> bytes:
+    return np.ascontiguousarray(array, dtype=np.float32).tobytes()
+
+
+class ResultStore:
+    """Read and write one video's results.
+
+    Open with :meth:`create` (a new run) or :meth:`open` (resume, review, export). Use as a
+    context manager or call :meth:`close`.
+    """
+
+    def __init__(self, path: Path, connection: sqlite3.Connection):
+        self.path = path
+        self._db = connection
+        self._meta_cache: dict = {}
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def create(cls, path: str | os.PathLike, meta: dict) -> ResultStore:
+        """Create a new store (replacing an existing file) with the given metadata."""
+        path = Path(path)
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+        store = cls(path, cls._connect(path))
+        store._db.executescript(_SCHEMA)  # (executescript manages its own transaction)
+        with store._transaction():
+            store._set_meta({"schema_version": SCHEMA_VERSION, "status": "running", **meta})
+        return store
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, readonly: bool = False) -> ResultStore:
+        """Open an existing store; a missing, foreign or corrupt file is a one-line error."""
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"{path}: result store not found; run `clamp-track run` first")
+        try:
+            store = cls(path, cls._connect(path, readonly))
+            version = store.meta("schema_version")
+        except sqlite3.DatabaseError as exc:
+            raise InputError(
+                f"{path}: not a clamp-track result store or corrupt ({exc}); re-run the video"
+            ) from None
+        if version != SCHEMA_VERSION:
+            raise InputError(f"{path}: store schema {version} is not supported (expects "
+                             f"{SCHEMA_VERSION}); re-run the video with this clamp-track")
+        return store
+
+    @staticmethod
+    def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
+        if readonly:
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        else:
+            db = sqlite3.connect(path, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+        db.isolation_level = None  # explicit transactions only
+        return db
+
+    def close(self) -> None:
+        """Close the connection (the data are already committed)."""
+        self._db.close()
+
+    def __enter__(self) -> ResultStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self):
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # ------------------------------------------------------------------ metadata
+    def meta(self, key: str, default=None):
+        """A metadata value (JSON-decoded)."""
+        if key not in self._meta_cache:
+            try:
+                row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            except sqlite3.OperationalError as exc:  # no meta table: not our file
+                raise sqlite3.DatabaseError(str(exc)) from None
+            if row is None:
+                return default
+            self._meta_cache[key] = json.loads(row[0])
+        return self._meta_cache[key]
+
+    def set_meta(self, **values) -> None:
+        """Store metadata values (JSON-encodable), in one transaction."""
+        with self._transaction():
+            self._set_meta(values)
+
+    def _set_meta(self, values: dict) -> None:
+        self._db.executemany(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+            [(k, json.dumps(v)) for k, v in values.items()],
+        )
+        self._meta_cache.update(json.loads(json.dumps(values)))
+
+    @property
+    def keypoints(self) -> KeypointSet:
+        """The keypoint set of the stored predictions."""
+        return KeypointSet.from_dict(self.meta("keypoints"))
+
+    @property
+    def video_info(self) -> VideoInfo:
+        """The video the results belong to."""
+        return VideoInfo(**self.meta("video"))
+
+    @property
+    def complete(self) -> bool:
+        """Whether the run finished (tracks finalised, smoothing done)."""
+        return self.meta("status") == "complete"
+
+    # ------------------------------------------------------------------ pipeline writes
+    def write_chunk(
+        self,
+        frames: Iterable[tuple[int, float, bool]],
+        poses: Iterable[PosePredictions],
+        state: dict | None = None,
+    ) -> None:
+        """Commit processed frames and their instances in one transaction.
+
+        Args:
+            frames: ``(frame index, time in seconds, detector ran)`` per processed frame.
+            poses: The predictions of those frames.
+            state: Metadata to store in the same transaction (e.g. the resume state).
+        """
+        rows = []
+        for pose in poses:
+            raw = np.concatenate([pose.keypoints, pose.scores[..., None]], axis=-1)  # (N, K, 3)
+            for i, track in enumerate(pose.track_ids):
+                rows.append((pose.frame_index, int(track), *map(float, pose.boxes[i]),
+                             float(pose.box_scores[i]), _blob(raw[i])))
+        with self._transaction():
+            self._db.executemany(
+                "INSERT OR REPLACE INTO frames (frame, time_s, detected) VALUES (?, ?, ?)",
+                [(int(f), float(t), int(d)) for f, t, d in frames],
+            )
+            self._db.executemany(
+                "INSERT OR REPLACE INTO instances (frame, track, x1, y1, x2, y2, box_score, raw) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows,
+            )
+            if state:
+                self._set_meta(state)
+
+    def last_frame(self) -> int | None:
+        """The highest processed frame index, or None before the first commit."""
+        return self._db.execute("SELECT MAX(frame) FROM frames").fetchone()[0]
+
+    def frame_times(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(frames, times)`` of every processed frame, in order."""
+        rows = self._db.execute("SELECT frame, time_s FROM frames ORDER BY frame").fetchall()
+        data = np.array(rows, dtype=np.float64).reshape(-1, 2)
+        return data[:, 0].astype(np.int64), data[:, 1]
+
+    def remap_tracks(self, mapping: dict[int, int | None]) -> None:
+        """Rename tracks (``None`` deletes a track), e.g. after re-linking; one transaction."""
+        with self._transaction():
+            self._remap(mapping)
+
+    def _remap(self, mapping: dict, min_frame: int = -1) -> None:
+        offset = 1 + max([0, *[abs(v) for v in mapping.values() if v is not None],
+                          *map(abs, mapping)])
+        for table in ("instances", "corrections"):
+            for old, new in mapping.items():
+                if new is None:
+                    self._db.execute(f"DELETE FROM {table} WHERE track = ? AND frame >= ?",
+                                     (old, min_frame))
+                else:  # two steps through a free range, so swaps and merges never collide
+                    self._db.execute(
+                        f"UPDATE {table} SET track = ? WHERE track = ? AND frame >= ?",
+                        (-(new + offset), old, min_frame))
+            self._db.execute(f"UPDATE {table} SET track = -track - ? WHERE track < 0", (offset,))
+
+    def write_smoothed(self, track: int, frames: np.ndarray, xy: np.ndarray, var: np.ndarray):
+        """Store smoothed keypoints of one track.
+
+        Args:
+            track: Track id.
+            frames: (T,) frame indices of the track's instances.
+            xy: (T, K, 2) smoothed positions (NaN where not estimated).
+            var: (T, K) smoothed position variance in px².
+        """
+        smooth = np.concatenate([xy, var[..., None]], axis=-1)  # (T, K, 3)
+        with self._transaction():
+            self._db.executemany(
+                "UPDATE instances SET smooth = ? WHERE frame = ? AND track = ?",
+                [(_blob(s), int(f), int(track)) for f, s in zip(frames, smooth)],
+            )
+
+    # ------------------------------------------------------------------ reading
+    def track_ids(self) -> list[int]:
+        """All track ids, ascending."""
+        rows = self._db.execute("SELECT DISTINCT track FROM instances ORDER BY track")
+        return [r[0] for r in rows]
+
+    def track(self, track: int) -> dict[str, np.ndarray]:
+        """One track's arrays, ordered by frame.
+
+        Returns:
+            Dict with ``frames`` (T,), ``boxes`` (T, 4), ``box_scores`` (T,), ``raw`` (T, K, 3)
+            (x, y, confidence) and ``smooth`` (T, K, 3) (x, y, variance; NaN if not smoothed).
+        """
+        rows = self._db.execute(
+            "SELECT frame, x1, y1, x2, y2, box_score, raw, smooth FROM instances "
+            "WHERE track = ? ORDER BY frame", (track,),
+        ).fetchall()
+        return self._arrays(rows)
+
+    def frame_instances(self, frame: int) -> dict[str, np.ndarray]:
+        """All instances of one frame (same arrays as :meth:`track`, plus ``tracks``)."""
+        rows = self._db.execute(
+            "SELECT track, x1, y1, x2, y2, box_score, raw, smooth FROM instances "
+            "WHERE frame = ? ORDER BY track", (frame,),
+        ).fetchall()
+        out = self._arrays(rows)
+        out["tracks"] = out.pop("frames")
+        return out
+
+    def _arrays(self, rows) -> dict[str, np.ndarray]:
+        k = self.keypoints.num_keypoints
+        nan = np.full((k, 3), np.nan, np.float32)
+        return {
+            "frames": np.array([r[0] for r in rows], dtype=np.int64),
+            "boxes": np.array([r[1:5] for r in rows], dtype=np.float32).reshape(-1, 4),
+            "box_scores": np.array([r[5] for r in rows], dtype=np.float32),
+            "raw": np.stack([np.frombuffer(r[6], np.float32).reshape(k, 3) for r in rows])
+            if rows else np.zeros((0, k, 3), np.float32),
+            "smooth": np.stack([np.frombuffer(r[7], np.float32).reshape(k, 3) if r[7] else nan
+                                for r in rows]) if rows else np.zeros((0, k, 3), np.float32),
+        }
+
+    def tidy(self, corrected: bool = True):
+        """All results as a tidy pandas DataFrame, one row per (frame, track, keypoint).
+
+        Columns: ``frame, time_s, track, keypoint`` (the keypoint's dataset spelling), ``x, y,
+        confidence`` (raw prediction, or the user's correction with confidence 1 when
+        ``corrected``), ``x_smooth, y_smooth, variance`` and ``corrected`` (bool).
+        """
+        import pandas as pd
+
+        kps = self.keypoints
+        frames, times = self.frame_times()
+        time_of = dict(zip(frames.tolist(), times.tolist()))
+        parts = []
+        for track in self.track_ids():
+            a = self.track(track)
+            t, k = len(a["frames"]), kps.num_keypoints
+            raw = a["raw"].copy()
+            fixed = np.zeros((t, k), bool)
+            if corrected:
+                self._apply_corrections(track, a["frames"], raw, fixed)
+            parts.append(pd.DataFrame({
+                "frame": np.repeat(a["frames"], k),
+                "time_s": np.repeat([time_of.get(int(f), np.nan) for f in a["frames"]], k),
+                "track": track,
+                "keypoint": np.tile(np.array(kps.source_names, dtype=object), t),
+                "x": raw[..., 0].ravel(), "y": raw[..., 1].ravel(),
+                "confidence": raw[..., 2].ravel(),
+                "x_smooth": a["smooth"][..., 0].ravel(), "y_smooth": a["smooth"][..., 1].ravel(),
+                "variance": a["smooth"][..., 2].ravel(),
+                "corrected": fixed.ravel(),
+            }))
+        columns = ["frame", "time_s", "track", "keypoint", "x", "y", "confidence", "x_smooth",
+                   "y_smooth", "variance", "corrected"]
+        if not parts:
+            return pd.DataFrame(columns=columns)
+        return pd.concat(parts, ignore_index=True).sort_values(
+            ["frame", "track"], kind="stable", ignore_index=True)[columns]
+
+    def boxes(self):
+        """Boxes as a DataFrame: ``frame, time_s, track, x1, y1, x2, y2, score``."""
+        import pandas as pd
+
+        rows = self._db.execute(
+            "SELECT i.frame, f.time_s, i.track, i.x1, i.y1, i.x2, i.y2, i.box_score "
+            "FROM instances i JOIN frames f ON f.frame = i.frame ORDER BY i.frame, i.track"
+        ).fetchall()
+        return pd.DataFrame(rows, columns=["frame", "time_s", "track", "x1", "y1", "x2", "y2",
+                                           "score"])
+
+    # ------------------------------------------------------------------ corrections
+    def _apply_corrections(self, track, frames, raw, fixed) -> None:
+        index = {int(f): i for i, f in enumerate(frames)}
+        for frame, kp, x, y, visible in self._db.execute(
+            "SELECT frame, keypoint, x, y, visible FROM corrections WHERE track = ?", (track,)
+        ):
+            i = index.get(frame)
+            if i is None:
+                continue
+            raw[i, kp] = (x, y, 1.0) if visible else (np.nan, np.nan, 0.0)
+            fixed[i, kp] = True
+
+    def set_correction(self, frame: int, track: int, keypoint: int, x: float | None,
+                       y: float | None, visible: bool = True) -> None:
+        """Record the user's position for a keypoint (``visible=False``: occluded / absent)."""
+        with self._transaction():
+            self._db.execute(
+                "INSERT OR REPLACE INTO corrections VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (frame, track, keypoint, x, y, int(visible), time.time()),
+            )
+
+    def clear_correction(self, frame: int, track: int, keypoint: int) -> None:
+        """Remove a correction (back to the prediction)."""
+        with self._transaction():
+            self._db.execute(
+                "DELETE FROM corrections WHERE frame = ? AND track = ? AND keypoint = ?",
+                (frame, track, keypoint),
+            )
+
+    def corrections(self, frame: int | None = None) -> list[tuple]:
+        """``(frame, track, keypoint, x, y, visible)`` rows, optionally of one frame."""
+        sql = "SELECT frame, track, keypoint, x, y, visible FROM corrections"
+        args: tuple = ()
+        if frame is not None:
+            sql, args = sql + " WHERE frame = ?", (frame,)
+        return self._db.execute(sql + " ORDER BY frame, track, keypoint", args).fetchall()
+
+    def corrected_frames(self) -> list[int]:
+        """Frames where the user corrected at least one keypoint."""
+        rows = self._db.execute("SELECT DISTINCT frame FROM corrections ORDER BY frame")
+        return [r[0] for r in rows]
+
+    # ------------------------------------------------------------------ identity edits
+    def swap_tracks(self, a: int, b: int, from_frame: int = 0) -> None:
+        """Exchange the identities of tracks ``a`` and ``b`` from ``from_frame`` on."""
+        with self._transaction():
+            self._remap({a: b, b: a}, min_frame=from_frame)
+            self._log("swap", {"a": a, "b": b, "from_frame": from_frame})
+
+    def merge_tracks(self, keep: int, other: int) -> None:
+        """Give ``other``'s instances the id ``keep`` (they must not share a frame)."""
+        shared = self._db.execute(
+            "SELECT COUNT(*) FROM instances a JOIN instances b ON a.frame = b.frame "
+            "WHERE a.track = ? AND b.track = ?", (keep, other),
+        ).fetchone()[0]
+        if shared:
+            raise InputError(f"tracks {keep} and {other} are both present in {shared} frames; "
+                             "swap or delete one of them there first")
+        with self._transaction():
+            self._remap({other: keep})
+            self._log("merge", {"keep": keep, "other": other})
+
+    def delete_track(self, track: int, from_frame: int = 0, to_frame: int | None = None) -> None:
+        """Delete a (false) track, or the part of it in ``[from_frame, to_frame]``."""
+        last = 2**62 if to_frame is None else to_frame
+        with self._transaction():
+            for table in ("instances", "corrections"):
+                self._db.execute(
+                    f"DELETE FROM {table} WHERE track = ? AND frame BETWEEN ? AND ?",
+                    (track, from_frame, last),
+                )
+            self._log("delete", {"track": track, "from_frame": from_frame, "to_frame": to_frame})
+
+    def _log(self, kind: str, detail: dict) -> None:
+        self._db.execute("INSERT INTO edits (at, kind, detail) VALUES (?, ?, ?)",
+                         (time.time(), kind, json.dumps(detail)))

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+
+from clamp_track.errors import InputError
+from clamp_track.io.store import ResultStore, store_path
+from clamp_track.skeleton import from_names
+from clamp_track.types import PosePredictions, VideoInfo
+
+KPS = from_names(["snout", "leftear", "rightear", "tailbase"])
+
+
+def _pose(frame, tracks, offset=0.0):
+    n = len(tracks)
+    kp = np.arange(n * 4 * 2, dtype=np.float32).reshape(n, 4, 2) + frame + offset
+    boxes = np.tile(np.array([0, 0, 50, 40], np.float32), (n, 1)) + frame
+    return PosePredictions(frame, tracks, boxes, kp, np.full((n, 4), 0.5), np.full(n, 0.9))
+
+
+@pytest.fixture
+def store(tmp_path):
+    video = VideoInfo(str(tmp_path / "v.mp4"), 640, 480, 25.0, 10, "h264")
+    s = ResultStore.create(store_path(tmp_path / "v.mp4"), {
+        "keypoints": KPS.to_dict(), "video": video.__dict__, "config": {"a": 1}})
+    for start in (0, 5):
+        frames = [(f, f / 25, f % 2 == 0) for f in range(start, start + 5)]
+        s.write_chunk(frames, [_pose(f, [1, 2] if f < 7 else [1]) for f, _, _ in frames],
+                      state={"resume": {"next": start + 5}})
+    yield s
+    s.close()
+
+
+def test_round_trip_and_metadata(store, tmp_path):
+    assert store.path.name == "v.mp4.clamp.sqlite" and store.last_frame() == 9
+    assert store.keypoints == KPS and store.video_info.width == 640 and not store.complete
+    assert store.meta("resume") == {"next": 10}
+    frames, times = store.frame_times()
+    assert frames.tolist() == list(range(10)) and np.allclose(times, frames / 25)
+    t1 = store.track(1)
+    assert t1["frames"].tolist() == list(range(10)) and t1["raw"].shape == (10, 4, 3)
+    assert np.allclose(t1["raw"][3, :, :2], _pose(3, [1]).keypoints[0])
+    assert np.isnan(t1["smooth"]).all()
+    assert store.track(2)["frames"].tolist() == list(range(7))
+    reopened = ResultStore.open(store.path, readonly=True)
+    assert reopened.meta("config") == {"a": 1} and reopened.track_ids() == [1, 2]
+
+
+def test_tidy_applies_corrections_and_smoothing(store):
+    frames = store.track(1)["frames"]
+    xy = np.ones((10, 4, 2), np.float32) * 7
+    store.write_smoothed(1, frames, xy, np.full((10, 4), 0.25))
+    store.set_correction(4, 1, 2, 100.0, 200.0)
+    store.set_correction(4, 1, 3, None, None, visible=False)
+    df = store.tidy()
+    assert len(df) == (10 + 7) * 4
+    assert list(df.columns[:4]) == ["frame", "time_s", "track", "keypoint"]
+    row = df[(df.frame == 4) & (df.track == 1) & (df.keypoint == "rightear")].iloc[0]
+    assert (row.x, row.y, row.confidence, row.corrected) == (100.0, 200.0, 1.0, True)
+    hidden = df[(df.frame == 4) & (df.track == 1) & (df.keypoint == "tailbase")].iloc[0]
+    assert np.isnan(hidden.x) and hidden.confidence == 0.0
+    assert (df[df.track == 1].x_smooth == 7).all() and (df[df.track == 2].x_smooth.isna()).all()
+    raw = store.tidy(corrected=False)
+    assert raw.corrected.sum() == 0 and store.corrected_frames() == [4]
+    store.clear_correction(4, 1, 2)
+    assert len(store.corrections()) == 1
+
+
+def test_identity_edits(store):
+    before1, before2 = store.track(1), store.track(2)
+    store.swap_tracks(1, 2, from_frame=3)
+    t1, t2 = store.track(1), store.track(2)
+    assert t1["frames"].tolist() == [0, 1, 2, 3, 4, 5, 6]  # 1 before 3, then old 2's frames
+    assert np.array_equal(t1["raw"][5], before2["raw"][5]) and np.array_equal(t1["raw"][1],
+                                                                               before1["raw"][1])
+    assert t2["frames"].tolist() == list(range(10))  # its own 0-2, then old 1's 3-9
+    store.swap_tracks(1, 2, from_frame=3)  # a swap is its own inverse
+    assert np.array_equal(store.track(1)["raw"], before1["raw"])
+    with pytest.raises(InputError, match="both present in 7 frames"):
+        store.merge_tracks(1, 2)
+    store.delete_track(2, from_frame=0, to_frame=6)
+    assert store.track_ids() == [1]
+    store.remap_tracks({1: 5})
+    assert store.track_ids() == [5] and store.track(5)["frames"].tolist() == list(range(10))
+
+
+def test_missing_and_foreign_files(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        ResultStore.open(tmp_path / "nope.clamp.sqlite")
+    junk = tmp_path / "junk.clamp.sqlite"
+    junk.write_text("not a database at all" * 100)
+    with pytest.raises(InputError, match="not a clamp-track result store"):
+        ResultStore.open(junk)
+    other = tmp_path / "other.sqlite"
+    sqlite3.connect(other).execute("CREATE TABLE x (a)").connection.commit()
+    with pytest.raises(InputError, match="not a clamp-track result store"):
+        ResultStore.open(other)
