@@ -1,19 +1,200 @@
-"""Finding weight files: CLIP initial weights through open_clip's hub cache.
+"""Finding weight files: a small registry of named weights and a cache directory.
 
-CLIP weights (``pretrained="openai"``) are fetched and cached by open_clip's own logic (the
-Hugging Face hub cache, ``~/.cache/huggingface``). Without network, a weight file that is not
-cached fails at once with a message saying how to get it; set ``HF_HUB_OFFLINE=1`` to skip the
-network lookup entirely.
+* Pose weights by name: ``clamp-track weights fetch clamp-official`` downloads the official
+  CLAMP release once, converts every checkpoint in it to clamp-track's format and keeps the
+  results in the cache (``$CLAMP_TRACK_CACHE``, default ``~/.cache/clamp-track``); afterwards
+  ``--pose-weights <stem>`` finds them by name.
+* CLIP initial weights (``pretrained="openai"``) are fetched and cached by open_clip's own
+  logic (the Hugging Face hub cache).
+* Detector weights are fetched and cached by torchvision (the torch hub cache).
+
+Without network, anything not cached fails at once with a message saying what to download and
+where to put it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tarfile
+import tempfile
+import urllib.request
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from clamp_track.errors import CheckpointError
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    """A named, downloadable set of weights.
+
+    Attributes:
+        name: Registry name.
+        kind: ``"pose"``, ``"clip"`` or ``"detector"``.
+        description: One line for ``weights list``.
+        url: Where it comes from (for pose archives, a direct download URL).
+        source: Human-readable provenance.
+    """
+
+    name: str
+    kind: str
+    description: str
+    url: str
+    source: str
+
+
+_GDRIVE = "https://drive.usercontent.google.com/download?id={}&export=download&confirm=t"
+
+REGISTRY: dict[str, WeightsEntry] = {
+    e.name: e
+    for e in (
+        WeightsEntry(
+            "clamp-official", "pose",
+            "official CLAMP checkpoints (AP-10K / Animal-Pose, RN50 / ViT-B), converted on fetch",
+            _GDRIVE.format("1ep5WExRnN51n1w-0mg7Lxv-1vJahcECM"),
+            "github.com/xuzhang1199/CLAMP README, 'Main Results' Google Drive link",
+        ),
+        WeightsEntry("clip-rn50", "clip", "OpenAI CLIP RN50 (initialises clamp_rn50 training)",
+                     "open_clip RN50/openai", "open_clip pretrained registry"),
+        WeightsEntry("clip-vitb16", "clip",
+                     "OpenAI CLIP ViT-B/16 (initialises clamp_vitb16 training)",
+                     "open_clip ViT-B-16/openai", "open_clip pretrained registry"),
+        WeightsEntry("fasterrcnn_mobilenet_v3_large_fpn", "detector",
+                     "COCO Faster R-CNN MobileNetV3 (fast animal detector)",
+                     "torchvision FasterRCNN_MobileNet_V3_Large_FPN_Weights.DEFAULT",
+                     "torchvision model zoo"),
+        WeightsEntry("fasterrcnn_resnet50_fpn_v2", "detector",
+                     "COCO Faster R-CNN ResNet-50 v2 (accurate animal detector)",
+                     "torchvision FasterRCNN_ResNet50_FPN_V2_Weights.DEFAULT",
+                     "torchvision model zoo"),
+    )
+}
+
+
+def cache_dir() -> Path:
+    """clamp-track's weight cache (``$CLAMP_TRACK_CACHE`` or ``~/.cache/clamp-track``)."""
+    root = os.environ.get("CLAMP_TRACK_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "clamp-track"
+
+
+def cached_pose_weights() -> dict[str, Path]:
+    """Converted pose checkpoints in the cache, by name (file stem)."""
+    folder = cache_dir() / "pose"
+    return {p.stem: p for p in sorted(folder.glob("*.pt"))} if folder.is_dir() else {}
+
+
+def resolve_pose_weights(spec: str | os.PathLike) -> Path:
+    """A pose-weights path or cached name -> the file to load.
+
+    Raises:
+        CheckpointError: For a name that is neither a file nor cached, saying how to fetch it.
+    """
+    path = Path(spec)
+    if path.is_file():
+        return path
+    cached = cached_pose_weights()
+    if str(spec) in cached:
+        return cached[str(spec)]
+    if path.suffix in (".pt", ".pth") or os.sep in str(spec):
+        raise CheckpointError(f"{spec}: weights file not found")
+    known = ", ".join(sorted(cached)) or "none yet"
+    raise CheckpointError(
+        f"pose weights {spec!r} are not a file and not in the cache {cache_dir() / 'pose'} "
+        f"(cached: {known}); run `clamp-track weights fetch clamp-official` once with internet, "
+        "or pass the path of a checkpoint"
+    )
+
+
+def fetch(name: str) -> list[Path]:
+    """Download (once) the named weights; returns the usable files."""
+    entry = REGISTRY.get(name)
+    if entry is None:
+        raise CheckpointError(f"unknown weights {name!r}; known: {', '.join(sorted(REGISTRY))}")
+    if entry.kind == "clip":
+        arch = {"clip-rn50": "RN50", "clip-vitb16": "ViT-B-16"}[name]
+        return [clip_weights_file(arch, "openai")]
+    if entry.kind == "detector":
+        return [_fetch_torchvision(name)]
+    return fetch_pose_archive(entry.url, name)
+
+
+def fetch_pose_archive(url: str, name: str) -> list[Path]:
+    """Download a checkpoint or an archive of checkpoints and convert each one into the cache.
+
+    Official (mmpose) checkpoints are converted to clamp-track checkpoints named after their
+    file stem; clamp-track checkpoints are copied.
+    """
+    from clamp_track.models import create_model, load_checkpoint, save_checkpoint
+
+    out_dir = cache_dir() / "pose"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
+        download = Path(tmp) / "download"
+        _download(url, download, name)
+        files = _unpack(download, Path(tmp) / "unpacked")
+        written = []
+        for file in files:
+            ckpt = load_checkpoint(file)
+            model = create_model(ckpt.variant, weights=file)
+            target = out_dir / f"{file.stem}.pt"
+            save_checkpoint(model, target, origin=ckpt.source,
+                            extra={"fetched_from": url, "file": file.name})
+            log.info("%s -> %s (%s, %s)", file.name, target, ckpt.variant, ckpt.keypoints.name)
+            written.append(target)
+    if not written:
+        raise CheckpointError(f"{url}: the download holds no checkpoints (.pth/.pt)")
+    return written
+
+
+def _download(url: str, target: Path, name: str) -> None:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response, open(target, "wb") as out:
+            shutil.copyfileobj(response, out, length=1 << 20)
+    except OSError as exc:
+        raise CheckpointError(
+            f"cannot download {name} ({exc.__class__.__name__}: {exc}); download {url} by hand "
+            f"and convert it with `clamp-track weights convert FILE -o "
+            f"{cache_dir() / 'pose' / 'NAME.pt'}`"
+        ) from None
+
+
+def _unpack(download: Path, folder: Path) -> list[Path]:
+    folder.mkdir()
+    if zipfile.is_zipfile(download) and not _is_torch_zip(download):
+        with zipfile.ZipFile(download) as z:
+            z.extractall(folder)
+    elif tarfile.is_tarfile(download):
+        with tarfile.open(download) as t:
+            t.extractall(folder, filter="data")
+    else:
+        return [download.rename(folder / "checkpoint.pth")]
+    return sorted(p for p in folder.rglob("*") if p.suffix in (".pth", ".pt") and p.is_file())
+
+
+def _is_torch_zip(path: Path) -> bool:
+    with zipfile.ZipFile(path) as z:
+        return any(n.endswith("data.pkl") for n in z.namelist())
+
+
+def _fetch_torchvision(name: str) -> Path:
+    import torch
+    import torchvision
+
+    weights = torchvision.models.get_model_weights(name).DEFAULT
+    try:
+        weights.get_state_dict(progress=True)
+    except OSError as exc:
+        hub = Path(torch.hub.get_dir()) / "checkpoints"
+        raise CheckpointError(
+            f"cannot download {name} ({exc.__class__.__name__}); download {weights.url} and "
+            f"put it in {hub}"
+        ) from None
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
 
 
 def clip_weights_file(arch: str, tag: str = "openai") -> Path:

@@ -1,4 +1,4 @@
-"""``clamp-track weights``: convert official CLAMP checkpoints to clamp-track's format."""
+"""``clamp-track weights``: list, fetch and convert model weights."""
 
 from __future__ import annotations
 
@@ -26,6 +26,12 @@ def add_parser(sub) -> None:
     )
     convert.set_defaults(func=run_convert)
 
+    listing = actions.add_parser("list", help="named weights and what is in the cache")
+    listing.set_defaults(func=run_list)
+    fetch = actions.add_parser("fetch", help="download named weights once (needs internet)")
+    fetch.add_argument("name", help="a name from `clamp-track weights list`")
+    fetch.set_defaults(func=run_fetch)
+
 
 def run_convert(args: argparse.Namespace) -> int:
     """Convert, load strictly, and write the checkpoint."""
@@ -39,7 +45,7 @@ def run_convert(args: argparse.Namespace) -> int:
         raise CheckpointError(f"{args.checkpoint}: already a clamp-track checkpoint")
     model = create_model(args.model, weights=args.checkpoint, keypoints=ckpt.keypoints)
     out = save_checkpoint(
-        model, Path(args.output), source="official",
+        model, Path(args.output), origin="official",
         extra={"converted_from": Path(args.checkpoint).name},
     )
     n = sum(p.numel() for p in model.state_dict().values())
@@ -56,3 +62,28 @@ def _keypoints(spec):
     from clamp_track.skeleton import get_keypoint_set
 
     return get_keypoint_set(spec)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    """Print the registry and the cached pose weights."""
+    from clamp_track.weights import REGISTRY, cache_dir, cached_pose_weights
+
+    print(f"{'name':36} {'kind':9} description")
+    for entry in REGISTRY.values():
+        print(f"{entry.name:36} {entry.kind:9} {entry.description}")
+    cached = cached_pose_weights()
+    print(f"\ncache: {cache_dir()}")
+    if not cached:
+        print("no pose weights cached yet: `clamp-track weights fetch clamp-official`")
+    for name, path in cached.items():
+        print(f"  {name:34} {path}")
+    return 0
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    """Download and convert named weights."""
+    from clamp_track.weights import fetch
+
+    for path in fetch(args.name):
+        print(path)
+    return 0

@@ -220,14 +220,14 @@ def check_fits(ckpt: Checkpoint, config: ModelConfig, keypoints: KeypointSet, na
 
 
 def save_checkpoint(model, path: str | os.PathLike, *, extra: dict | None = None,
-                    source: str = "clamp-track") -> Path:
+                    origin: str = "clamp-track") -> Path:
     """Write ``model`` with its metadata, atomically (temporary file, then rename).
 
     Args:
         model: A :class:`~clamp_track.models.clamp.PoseModel`.
         path: Destination file (``.pt``).
         extra: Plain data stored alongside (e.g. training provenance).
-        source: Where the weights came from (``"clamp-track"``, ``"official"``).
+        origin: Where the weights came from (``"clamp-track"``, ``"official"``).
 
     Returns:
         The written path.
@@ -243,7 +243,7 @@ def save_checkpoint(model, path: str | os.PathLike, *, extra: dict | None = None
         "input_size": list(config.input_size),
         "mean": list(config.mean),
         "std": list(config.std),
-        "source": source,
+        "origin": origin,
         "extra": extra or {},
     }
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
