@@ -20,7 +20,8 @@ How ``trackers`` 2.6 looks (read from its source; it may change in later version
 * Without ``timestamp`` every call is one Kalman step. With ``timestamp`` the Kalman step is
   ``(t - t_prev) * frame_rate`` frames and a lost track is pruned once its missed time exceeds
   ``lost_track_buffer / 30`` seconds (the buffer is counted in "30 FPS frames").
-* ``tracked_objects`` gives the Kalman boxes of confirmed alive tracks; ``reset()`` clears.
+* ``tracked_objects`` gives the Kalman boxes and ids of confirmed tracks still alive (matched
+  or lost within the buffer); ``reset()`` clears.
 
 This module drives it with ``timestamp = frame_index`` and ``frame_rate = 1``, so the Kalman
 step equals the number of frames since the last detection (detection may run every k-th frame)
@@ -74,9 +75,9 @@ class TrackerConfig:
     activation_threshold: float = 0.6
     match_iou: float = 0.3
     confirm_detections: int = 2
-    lost_track_buffer: int = 30
+    lost_track_buffer: int = 20
     min_track_length: int = 10
-    relink_max_gap: int = 60
+    relink_max_gap: int = 90
     relink_max_distance: float = 1.0
     relink_max_size_ratio: float = 2.0
     velocity_smoothing: float = 0.5
@@ -216,7 +217,7 @@ class Tracker:
                 motion.score = float(detections.scores[i])
                 motion.class_id = int(detections.class_ids[i])
         self._active = [int(ids[i]) for i in matched]
-        alive = {t.tracker_id + 1 for t in self._bytetrack.tracks if t.tracker_id >= 0}
+        alive = {int(t) + 1 for t in self._bytetrack.tracked_objects.tracker_id}
         for tid in [t for t in self._motion if t not in alive]:
             del self._motion[tid]
 
@@ -320,9 +321,9 @@ def finalize_tracks(tracks_table, config: TrackerConfig | None = None) -> dict[i
     near where the old one would be: the distance from the new track's first box centre to the
     old one's last centre, or to that centre moved by the old track's end velocity (and
     symmetrically back from the new track's start velocity) — whichever is smaller — is at most
-    ``relink_max_distance`` box diagonals. The pairs to join are chosen by an optimal
-    one-to-one assignment (Hungarian, scipy) on that distance plus a small penalty for long gaps;
-    chains (a -> b -> c) follow. Then joined tracks present in fewer than ``min_track_length``
+    ``relink_max_distance`` box diagonals. Pairs are joined one-to-one, greedily from the
+    lowest cost (that distance plus a small penalty for long gaps); chains (a -> b -> c)
+    follow. Then joined tracks present in fewer than ``min_track_length``
     frames are dropped, and the rest are numbered 1, 2, ... by first frame.
 
     Args:
@@ -410,19 +411,26 @@ def _link_cost(a: _Segment, b: _Segment, config: TrackerConfig) -> float:
 
 
 def _link_segments(segments: list[_Segment], config: TrackerConfig) -> dict[int, int]:
-    """Optimal one-to-one choice of (ending track -> starting track) links; index -> index."""
-    from scipy.optimize import linear_sum_assignment
+    """Greedy one-to-one choice of (ending track -> starting track) links; index -> index.
 
+    The cheapest allowed link is taken first, then the cheapest among the tracks still free,
+    and so on. (An optimal assignment minimising the summed cost would rather make two poor
+    links than one good one, as it must pay for every track left unlinked.)
+    """
     n = len(segments)
     if n < 2:
         return {}
     cost = np.array([[_link_cost(a, b, config) for b in segments] for a in segments])
-    feasible = np.isfinite(cost)
-    if not feasible.any():
-        return {}
-    big = cost[feasible].max() * 2 + 1e3
-    rows, cols = linear_sum_assignment(np.where(feasible, cost, big))
-    return {int(r): int(c) for r, c in zip(rows, cols) if feasible[r, c]}
+    successor: dict[int, int] = {}
+    taken: set[int] = set()
+    for flat in np.argsort(cost, axis=None, kind="stable"):
+        a, b = divmod(int(flat), n)
+        if not np.isfinite(cost[a, b]):
+            break
+        if a not in successor and b not in taken:
+            successor[a] = b
+            taken.add(b)
+    return successor
 
 
 def _chains(segments: list[_Segment], successor: dict[int, int]) -> list[list[_Segment]]:

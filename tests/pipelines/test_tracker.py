@@ -101,6 +101,20 @@ def test_relink_needs_nearby_start():
     assert finalize_tracks(table, config) == {1: 1, 2: 2}
 
 
+def static_track(track, frames, center):
+    return [(f, track, *box_at(center)) for f in frames]
+
+
+def test_relinking_prefers_one_close_link_to_two_distant_ones():
+    # A ends where B starts; C and D are 0.8 box diagonals from B and A: a minimal-sum
+    # assignment that must pay for unlinked tracks would join C->B and A->D instead
+    before, after = range(0, 41), range(50, 91)
+    rows = (static_track(1, before, (100, 100)) + static_track(2, before, (140, 100))
+            + static_track(3, after, (100, 100)) + static_track(4, after, (60, 100)))
+    table = pd.DataFrame(rows, columns=["frame", "track", "x1", "y1", "x2", "y2"])
+    assert finalize_tracks(table, TrackerConfig()) == {1: 1, 2: 2, 3: 1, 4: 3}
+
+
 def test_two_animals_occluded_at_once_are_relinked_to_their_own_ids():
     config = TrackerConfig(lost_track_buffer=3, relink_max_gap=30, min_track_length=5)
     frames = [f for f in range(80) if not 30 <= f < 45]
@@ -263,10 +277,11 @@ def mot_metrics(gt, table):
     return identity["IDF1"], clear["IDSW"]
 
 
-@pytest.mark.parametrize("detect_every", [1, 3])
-def test_two_flies_keep_their_identities(shared_data, detect_every):
+@pytest.mark.parametrize(("detect_every", "seed"), [(1, 0), (3, 0), (3, 4)])
+def test_two_flies_keep_their_identities(shared_data, detect_every, seed):
+    # seed 4 hides both flies at once for ~40 frames: a hard case for detection every 3rd frame
     gt = clip_boxes(shared_data)
-    detections = noisy_detections(gt, np.random.default_rng(0))
+    detections = noisy_detections(gt, np.random.default_rng(seed))
     tracker = Tracker(TrackerConfig())
     rows = []
     for f, dets in enumerate(detections):
@@ -277,7 +292,7 @@ def test_two_flies_keep_their_identities(shared_data, detect_every):
     mapping = tracker.finalize(table)
     final = apply_track_mapping(table, mapping)
     idf1, switches = mot_metrics(gt, final)
-    print(f"detect every {detect_every}: online {table.track.nunique()} tracks "
+    print(f"detect every {detect_every}, seed {seed}: online {table.track.nunique()} tracks "
           f"IDF1 {online_idf1:.3f}; final {final.track.nunique()} tracks IDF1 {idf1:.3f}, "
           f"{switches} ID switches")
     assert table.track.nunique() > 2  # the occlusions did break tracks online
