@@ -438,7 +438,8 @@ class VideoStyle:
         smoothed: Draw smoothed keypoints where the table has them, else raw.
         min_confidence: Keypoints with a lower confidence are not drawn (NaN confidence, a
             point the smoother filled in, is drawn grey).
-        confidence_bins: Upper edges of the confidence classes drawn red, orange, yellow, green.
+        confidence_bins: Upper edges of the four confidence classes drawn red, orange, yellow,
+            green.
         radius: Keypoint radius in pixels.
         thickness: Box and skeleton line width in pixels.
         crf: H.264 quality (lower is better and larger; 18-28 is usual).
@@ -450,6 +451,10 @@ class VideoStyle:
     radius: int = 4
     thickness: int = 2
     crf: int = 20
+
+    def __post_init__(self):
+        if len(self.confidence_bins) != len(_CONFIDENCE_COLORS):
+            raise ValueError(f"confidence_bins needs {len(_CONFIDENCE_COLORS)} upper edges")
 
 
 _CONFIDENCE_COLORS = ("#e6194b", "#f58231", "#ffe119", "#3cb44b")
@@ -540,6 +545,7 @@ class _FrameDrawer:
     def __init__(self, keypoint_set: KeypointSet, keypoints, boxes, style: VideoStyle):
         import supervision as sv
 
+
         self.sv, self.style = sv, style
         self.n_kp = keypoint_set.num_keypoints
         self.edges = [(a + 1, b + 1) for a, b in keypoint_set.skeleton]  # sv edges are 1-based
@@ -583,14 +589,12 @@ class _FrameDrawer:
                 color = self.palette.by_idx(int(track))
                 scene = sv.EdgeAnnotator(color=color, thickness=self.style.thickness,
                                          edges=self.edges).annotate(scene, one)
-        lower = -np.inf
-        for upper, annotator in zip(self.style.confidence_bins, self.vertex_annotators):
-            in_bin = shown & (confidence > lower) & (confidence <= upper)
-            if lower == -np.inf:
-                in_bin |= shown & (confidence <= upper)
+        # confidence class 0..n-1 (values above the last edge count in the last class)
+        classes = np.digitize(confidence, self.style.confidence_bins[:-1], right=True)
+        for c, annotator in enumerate(self.vertex_annotators):
+            in_class = shown & (classes == c) & ~np.isnan(confidence)
             scene = annotator.annotate(scene, sv.KeyPoints(xy=xy.astype(np.float32),
-                                                           visible=in_bin))
-            lower = upper
+                                                           visible=in_class))
         unknown = shown & np.isnan(confidence)
         return self.grey_vertices.annotate(scene, sv.KeyPoints(xy=xy.astype(np.float32),
                                                                visible=unknown))

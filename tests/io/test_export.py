@@ -293,6 +293,26 @@ def test_annotated_video(tmp_path, info):
     assert pixel.max() > 100, pixel
 
 
+def test_keypoints_are_coloured_by_confidence(tmp_path, info):
+    points = pd.DataFrame({
+        "frame": [0, 0, 0], "time_s": 0.0, "track": 1,
+        "keypoint": ["nose", "neck", "tail root"],
+        "x": [16.0, 44.0, np.nan], "y": [16.0, 16.0, np.nan],
+        "confidence": [0.9, 0.1, np.nan],  # tail root: filled in by the smoother
+        "x_smooth": [16.0, 44.0, 16.0], "y_smooth": [16.0, 16.0, 36.0], "variance": 1.0,
+    })
+    frames = [(0, np.zeros((48, 64, 3), np.uint8))]
+    style = VideoStyle(radius=5, thickness=1)
+    _, _, decoded = read_video(write_annotated_video(frames, tmp_path / "v.mp4", info, points,
+                                                     style=style))
+    image = decoded[0].astype(int)
+    green, red, grey = (60, 180, 75), (230, 25, 75), (160, 160, 160)  # the drawing colours
+    for (x, y), colour in (((16, 16), green), ((44, 16), red), ((16, 36), grey)):
+        assert np.abs(image[y, x] - colour).max() < 40, (x, y, image[y, x])
+    with pytest.raises(ValueError, match="confidence_bins"):
+        VideoStyle(confidence_bins=(0.5, 1.0))
+
+
 def test_annotated_video_needs_frames(tmp_path, info):
     with pytest.raises(InputError, match="no frames"):
         write_annotated_video([], tmp_path / "v.mp4", info)
