@@ -250,8 +250,10 @@ def dlc_table(keypoints, info: ExportInfo, *, single_animal: bool = False,
 
     Returns:
         ``(frame, coordinates, individuals)``: the DataFrame (index 0..n_frames-1, float64),
-        ``"smoothed"`` or ``"raw"``, and the track -> individual mapping. A multi-animal table
-        with no tracks has one all-NaN individual ``animal1``, so DeepLabCut still opens it.
+        ``"smoothed"`` or ``"raw"``, and the track -> individual mapping. Likelihood is the
+        keypoint confidence, 0 for a point the smoother filled in (no confidence) and NaN where
+        the written x/y are NaN. A multi-animal table with no tracks has one all-NaN individual
+        ``animal1``, so DeepLabCut still opens it.
     """
     import pandas as pd
 
@@ -272,8 +274,10 @@ def dlc_table(keypoints, info: ExportInfo, *, single_animal: bool = False,
         _check_unique(frames, slot, kp, len(slots), kset.num_keypoints)
         xy = table[[xcol, ycol]].to_numpy(dtype=np.float64)
         likelihood = table["confidence"].to_numpy(dtype=np.float64)
-        # a point the smoother filled in without a measurement has no confidence: 0, not NaN
-        likelihood = np.where(np.isnan(likelihood) & ~np.isnan(xy).any(1), 0.0, likelihood)
+        # a point the smoother filled in without a measurement has no confidence: 0, not NaN;
+        # a point without coordinates is absent: NaN likelihood (DeepLabCut would draw it)
+        absent = np.isnan(xy).any(1)
+        likelihood = np.where(absent, np.nan, np.where(np.isnan(likelihood), 0.0, likelihood))
         values[frames, slot, kp] = np.column_stack([xy, likelihood])
     names = ["scorer", "individuals", "bodyparts", "coords"]
     levels = [[info.scorer], [individual_name(t) for t in slots], list(kset.source_names),

@@ -42,6 +42,9 @@ def make_results(tracks=((1, range(0, 30)), (2, range(10, 40))), seed=0):
     # track 1, frame 5, nose: the smoother filled it in without a measurement
     gap = (table.track == 1) & (table.frame == 5) & (table.keypoint == "nose")
     table.loc[gap, ["x", "y", "confidence"]] = np.nan
+    # track 1, frame 25, neck: measured, but the smoother left it out
+    dropped = (table.track == 1) & (table.frame == 25) & (table.keypoint == "neck")
+    table.loc[dropped, ["x_smooth", "y_smooth"]] = np.nan
     return table
 
 
@@ -128,6 +131,8 @@ def test_dlc_multi_animal_files_read_back_exactly(tmp_path, info):
     # the smoother's filled-in point: smoothed x/y, likelihood 0
     filled = df.loc[5, (scorer, "animal1", "nose")]
     assert filled["likelihood"] == 0.0 and not np.isnan(filled["x"])
+    # a point without smoothed coordinates is absent altogether (no likelihood either)
+    assert df.loc[25, (scorer, "animal1", "neck")].isna().all()
 
     # CSV: DeepLabCut's four header rows, then one row per frame; same table
     lines = out.csv.read_text().splitlines()
@@ -155,6 +160,7 @@ def test_dlc_multi_animal_files_read_back_exactly(tmp_path, info):
     assert globals_used == []
 
 
+@pytest.mark.filterwarnings("ignore::pandas.errors.PerformanceWarning")
 def test_dlc_raw_coordinates(tmp_path, info):
     results = make_results()
     out = write_dlc(results, tmp_path, info, smoothed=False, csv=False)
@@ -162,6 +168,7 @@ def test_dlc_raw_coordinates(tmp_path, info):
     df = pd.read_hdf(out.h5)
     row = results[(results.track == 1) & (results.frame == 3) & (results.keypoint == "nose")]
     assert df.loc[3, (out.scorer, "animal1", "nose", "x")] == row.x.item()
+    assert df.loc[25, (out.scorer, "animal1", "neck")].notna().all()  # raw has it
     assert pickle.loads(out.meta.read_bytes())["data"]["clamp-track"]["coordinates"] == "raw"
     # no smoothed values at all: raw, and the metadata says so
     unsmoothed = results.drop(columns=["x_smooth", "y_smooth", "variance"])
