@@ -1,0 +1,357 @@
+import pickle
+import pickletools
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from clamp_track.errors import InputError
+from clamp_track.io.export import (
+    KEYPOINT_COLUMNS,
+    ExportInfo,
+    VideoStyle,
+    dlc_scorer,
+    dlc_table,
+    write_annotated_video,
+    write_dlc,
+    write_tidy_csv,
+    write_track_plots,
+)
+from clamp_track.skeleton import AP10K
+from clamp_track.types import VideoInfo
+
+N_FRAMES = 40
+K = AP10K.num_keypoints
+# DeepLabCut 3 scorer form (PyTorch engine), as dlc_client_check.py parses it
+SCORER_RE = re.compile(r"^DLC_[A-Z][A-Za-z0-9]*_.+(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+                       r"\d{1,2}shuffle\d+_snapshot_(best-)?\d+$")
+
+
+def make_results(tracks=((1, range(0, 30)), (2, range(10, 40))), seed=0):
+    """A tidy keypoint table like the result store's: smoothed = raw + 0.5, some gaps."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for track, frames in tracks:
+        for f in frames:
+            for k, name in enumerate(AP10K.names):
+                x, y = 10 + f + 2 * k + 30 * track, 5 + k + 0.5 * f
+                conf = rng.uniform(0.05, 1.0)
+                rows.append((f, f / 24, track, name, x, y, conf, x + 0.5, y + 0.5, 0.25))
+    table = pd.DataFrame(rows, columns=list(KEYPOINT_COLUMNS))
+    # track 1, frame 5, nose: the smoother filled it in without a measurement
+    gap = (table.track == 1) & (table.frame == 5) & (table.keypoint == "nose")
+    table.loc[gap, ["x", "y", "confidence"]] = np.nan
+    # track 1, frame 25, neck: measured, but the smoother left it out
+    dropped = (table.track == 1) & (table.frame == 25) & (table.keypoint == "neck")
+    table.loc[dropped, ["x_smooth", "y_smooth"]] = np.nan
+    return table
+
+
+@pytest.fixture
+def info():
+    video = VideoInfo("/videos/cows.mp4", width=64, height=48, fps=24.0, n_frames=N_FRAMES)
+    return ExportInfo(AP10K, video, model_name="clamp_rn50", date="Nov25", snapshot=210)
+
+
+def test_dlc_scorer_has_deeplabcuts_form():
+    assert dlc_scorer("clamp_rn50", date="Nov25") == \
+        "DLC_ClampRn50_clamptrackNov25shuffle1_snapshot_0"
+    assert dlc_scorer("clamp-vitb16", date="Jan3", snapshot="best-210") == \
+        "DLC_ClampVitb16_clamptrackJan3shuffle1_snapshot_best-210"
+    assert SCORER_RE.match(dlc_scorer("clamp_tiny"))  # today's date
+    assert SCORER_RE.match(dlc_scorer("3d model", date="Feb29"))
+
+
+def test_scorer_can_name_a_deeplabcut_net_type(info):
+    from dataclasses import replace
+
+    assert info.scorer == "DLC_ClampRn50_clamptrackNov25shuffle1_snapshot_210"
+    resnet = replace(info, dlc_net_type="resnet_50")
+    assert resnet.scorer == "DLC_Resnet50_clamptrackNov25shuffle1_snapshot_210"
+    assert resnet.model_name == "clamp_rn50"
+
+
+def test_h5_is_readable_by_pandas_2(tmp_path, info):
+    # pandas 2 (DeepLabCut's) needs the pandas_version attribute pandas 3 stopped writing;
+    # without it pandas 2 misreads the table as a pre-0.10.1 file and fails
+    import tables
+
+    out = write_dlc(make_results(), tmp_path, info, csv=False)
+    with tables.open_file(out.h5) as h5:
+        assert h5.root.tracks._v_attrs.pandas_version == "0.15.2"
+        assert h5.root.tracks.table._v_attrs.values_block_0_dtype == "float64"
+
+
+def test_tidy_csv_round_trip(tmp_path, info):
+    results = make_results()
+    shuffled = results.sample(frac=1.0, random_state=0)
+    path = write_tidy_csv(shuffled, tmp_path / "out" / "cows.csv", AP10K)
+    back = pd.read_csv(path)
+    assert list(back.columns) == list(KEYPOINT_COLUMNS)
+    # sorted by frame, track, then the keypoint set's order
+    expected = results.sort_values(["frame", "track"], kind="stable").reset_index(drop=True)
+    pd.testing.assert_frame_equal(back, expected, check_dtype=False)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["cows.csv"]
+
+
+@pytest.mark.filterwarnings("ignore::pandas.errors.PerformanceWarning")  # .loc on DLC columns
+def test_dlc_multi_animal_files_read_back_exactly(tmp_path, info):
+    results = make_results()
+    out = write_dlc(results, tmp_path, info)
+    scorer = "DLC_ClampRn50_clamptrackNov25shuffle1_snapshot_210"
+    assert out.scorer == scorer and out.coordinates == "smoothed"
+    assert out.h5.name == f"cows{scorer}_el.h5"
+    assert out.csv.name == f"cows{scorer}_el.csv"
+    assert out.meta.name == f"cows{scorer}_meta.pickle"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [out.h5.name, out.csv.name, out.meta.name])
+    assert out.individuals == {1: "animal1", 2: "animal2"}
+
+    with pd.HDFStore(out.h5, mode="r") as store:
+        assert store.keys() == ["/tracks"]
+    df = pd.read_hdf(out.h5)  # no key, as DeepLabCut reads it
+    assert df.columns.names == ["scorer", "individuals", "bodyparts", "coords"]
+    assert df.shape == (N_FRAMES, 2 * K * 3)
+    assert list(df.index) == list(range(N_FRAMES))
+    assert list(df.columns.get_level_values("scorer").unique()) == [scorer]
+    assert list(df.columns.get_level_values("individuals").unique()) == ["animal1", "animal2"]
+    assert list(df.columns.get_level_values("bodyparts").unique()) == list(AP10K.source_names)
+    assert list(df.columns.get_level_values("coords")) == ["x", "y", "likelihood"] * (2 * K)
+    assert all(dtype == np.float64 for dtype in df.dtypes)
+
+    # values: smoothed coordinates and raw confidence, NaN where the animal is absent
+    row = results[(results.track == 2) & (results.frame == 12) & (results.keypoint == "neck")]
+    cell = df.loc[12, (scorer, "animal2", "neck")]
+    assert cell.tolist() == pytest.approx(
+        row[["x_smooth", "y_smooth", "confidence"]].to_numpy()[0].tolist())
+    assert df.loc[0:9, (scorer, "animal2")].isna().all().all()
+    assert df.loc[30:39, (scorer, "animal1")].isna().all().all()
+    assert df.loc[0:9, (scorer, "animal1")].notna().all().all()
+    # the smoother's filled-in point: smoothed x/y, likelihood 0
+    filled = df.loc[5, (scorer, "animal1", "nose")]
+    assert filled["likelihood"] == 0.0 and not np.isnan(filled["x"])
+    # a point without smoothed coordinates is absent altogether (no likelihood either)
+    assert df.loc[25, (scorer, "animal1", "neck")].isna().all()
+
+    # CSV: DeepLabCut's four header rows, then one row per frame; same table
+    lines = out.csv.read_text().splitlines()
+    assert lines[0].startswith(f"scorer,{scorer},{scorer},")
+    assert lines[1].startswith("individuals,animal1,animal1,animal1,animal1,")
+    assert lines[2].startswith("bodyparts,left_eye,left_eye,left_eye,right_eye,")
+    assert lines[3].startswith("coords,x,y,likelihood,x,y,likelihood,")
+    assert lines[4].startswith("0,") and len(lines) == 4 + N_FRAMES
+    back = pd.read_csv(out.csv, header=[0, 1, 2, 3], index_col=0)
+    assert back.columns.equals(df.columns)
+    assert list(back.index) == list(range(N_FRAMES))
+    np.testing.assert_allclose(back.to_numpy(), df.to_numpy(), rtol=1e-12)
+
+    meta = pickle.loads(out.meta.read_bytes())["data"]
+    assert meta["cropping"] is False
+    assert meta["cropping_parameters"] == [0, 64, 0, 48]
+    assert meta["nframes"] == N_FRAMES and meta["Scorer"] == scorer
+    assert meta["individuals"] == ["animal1", "animal2"]
+    assert meta["bodyparts"] == list(AP10K.source_names)
+    assert meta["clamp-track"]["coordinates"] == "smoothed"
+    assert meta["clamp-track"]["individuals"] == {1: "animal1", 2: "animal2"}
+    # plain Python only: DeepLabCut's environment unpickles it without clamp-track or numpy
+    globals_used = [arg for op, arg, _ in pickletools.genops(out.meta.read_bytes())
+                    if op.name in ("GLOBAL", "STACK_GLOBAL")]
+    assert globals_used == []
+
+
+@pytest.mark.filterwarnings("ignore::pandas.errors.PerformanceWarning")
+def test_dlc_raw_coordinates(tmp_path, info):
+    results = make_results()
+    out = write_dlc(results, tmp_path, info, smoothed=False, csv=False)
+    assert out.coordinates == "raw" and out.csv is None
+    df = pd.read_hdf(out.h5)
+    row = results[(results.track == 1) & (results.frame == 3) & (results.keypoint == "nose")]
+    assert df.loc[3, (out.scorer, "animal1", "nose", "x")] == row.x.item()
+    assert df.loc[25, (out.scorer, "animal1", "neck")].notna().all()  # raw has it
+    assert pickle.loads(out.meta.read_bytes())["data"]["clamp-track"]["coordinates"] == "raw"
+    # no smoothed values at all: raw, and the metadata says so
+    unsmoothed = results.drop(columns=["x_smooth", "y_smooth", "variance"])
+    _, coordinates, _ = dlc_table(unsmoothed, info)
+    assert coordinates == "raw"
+    _, coordinates, _ = dlc_table(results.assign(x_smooth=np.nan, y_smooth=np.nan), info)
+    assert coordinates == "raw"
+
+
+def test_dlc_single_animal(tmp_path, info):
+    results = make_results()
+    out = write_dlc(results, tmp_path, info, single_animal=True, track=2)
+    assert out.h5.name == f"cows{out.scorer}.h5" and out.csv.name == f"cows{out.scorer}.csv"
+    with pd.HDFStore(out.h5, mode="r") as store:
+        assert store.keys() == ["/df_with_missing"]
+    df = pd.read_hdf(out.h5)
+    assert df.columns.names == ["scorer", "bodyparts", "coords"]
+    assert df.shape == (N_FRAMES, K * 3)
+    assert df.loc[0:9].isna().all().all() and df.loc[10:39].notna().all().all()
+    back = pd.read_csv(out.csv, header=[0, 1, 2], index_col=0)
+    assert back.columns.equals(df.columns)
+    with pytest.raises(InputError, match="needs one track"):
+        write_dlc(results, tmp_path / "other", info, single_animal=True)
+    with pytest.raises(InputError, match="track 7"):
+        write_dlc(results, tmp_path / "other", info, single_animal=True, track=7)
+    one = results[results.track == 1]
+    assert write_dlc(one, tmp_path / "one", info, single_animal=True).h5.is_file()
+
+
+def test_zero_animals_give_empty_but_valid_outputs(tmp_path, info):
+    empty = pd.DataFrame({c: [] for c in KEYPOINT_COLUMNS})
+    out = write_dlc(empty, tmp_path, info)
+    df = pd.read_hdf(out.h5)
+    assert df.shape == (N_FRAMES, K * 3) and df.isna().all().all()
+    assert list(df.columns.get_level_values("individuals").unique()) == ["animal1"]
+    assert out.individuals == {}
+    csv = write_tidy_csv(empty, tmp_path / "tidy.csv")
+    assert csv.read_text().strip() == ",".join(KEYPOINT_COLUMNS)
+    assert write_track_plots(empty, tmp_path / "plots", info) == []
+
+
+def test_keypoints_by_index_and_bad_tables(info):
+    results = make_results()
+    by_index = results.assign(keypoint=results.keypoint.map(AP10K.index))
+    a, _, _ = dlc_table(results, info)
+    b, _, _ = dlc_table(by_index, info)
+    pd.testing.assert_frame_equal(a, b)
+    source = results.assign(keypoint=results.keypoint.map(lambda n: AP10K.source_names[
+        AP10K.index(n)]))
+    pd.testing.assert_frame_equal(a, dlc_table(source, info)[0])
+    with pytest.raises(InputError, match="wing"):
+        dlc_table(results.assign(keypoint="left wing"), info)
+    with pytest.raises(ValueError, match="repeated"):
+        dlc_table(pd.concat([results, results.iloc[:1]]), info)
+    with pytest.raises(ValueError, match="outside"):
+        dlc_table(results.assign(frame=results.frame + 5), info)
+    with pytest.raises(ValueError, match="lacks columns"):
+        dlc_table(results.drop(columns="confidence"), info)
+
+
+def test_unwritable_output_directory_is_one_line_error(tmp_path, info):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    results = make_results()
+    writers = [
+        lambda d: write_tidy_csv(results, d / "x.csv"),
+        lambda d: write_dlc(results, d, info),
+        lambda d: write_track_plots(results, d, info),
+        lambda d: write_annotated_video([(0, np.zeros((48, 64, 3), np.uint8))], d / "v.mp4",
+                                        info, results),
+    ]
+    for write in writers:
+        with pytest.raises(InputError) as err:
+            write(blocker / "out")
+        assert "\n" not in str(err.value) and "a_file" in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+def test_failed_export_leaves_no_partial_files(tmp_path, info, monkeypatch):
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", broken)  # fails after the .h5 is written
+    with pytest.raises(OSError, match="disk full"):
+        write_dlc(make_results(), tmp_path, info)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_export_is_replaced_whole(tmp_path, info):
+    first = write_dlc(make_results(seed=0), tmp_path, info)
+    second = write_dlc(make_results(seed=1), tmp_path, info)
+    assert first.h5 == second.h5 and len(list(tmp_path.iterdir())) == 3
+    expected, _, _ = dlc_table(make_results(seed=1), info)
+    pd.testing.assert_frame_equal(pd.read_hdf(second.h5), expected, check_freq=False,
+                                  check_index_type=False)
+
+
+def read_video(path):
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        return stream.codec_context.name, float(stream.average_rate), frames
+
+
+def test_annotated_video(tmp_path, info):
+    results = make_results()
+    boxes = (results.groupby(["frame", "track"])
+             .agg(x1=("x", "min"), y1=("y", "min"), x2=("x", "max"), y2=("y", "max"))
+             .reset_index())
+    boxes = boxes[boxes.frame < 20]  # boxes for half the frames only
+    frames = [(i, np.zeros((49, 65, 3), np.uint8)) for i in range(N_FRAMES + 5)]  # odd size
+    style = VideoStyle(radius=2, thickness=1)
+    path = write_annotated_video(iter(frames), tmp_path / "cows_annotated.mp4", info,
+                                 results.drop(columns="variance"), boxes, style)
+    codec, fps, decoded = read_video(path)
+    assert codec == "h264" and fps == pytest.approx(24.0)
+    assert len(decoded) == N_FRAMES + 5 and decoded[0].shape == (50, 66, 3)
+    assert [p.name for p in tmp_path.iterdir()] == ["cows_annotated.mp4"]
+    # drawn where there are results, untouched (black) where there are none
+    assert decoded[15].mean() > decoded[N_FRAMES + 2].mean() + 1
+    assert decoded[N_FRAMES + 2].max() < 20
+    # a keypoint of track 1 at frame 2 (left eye), drawn in its confidence class colour
+    x, y, conf = results.loc[(results.track == 1) & (results.frame == 2) &
+                             (results.keypoint == "left eye"), ["x_smooth", "y_smooth",
+                                                                "confidence"]].to_numpy()[0]
+    pixel = decoded[2][int(y), int(x)].astype(int)
+    assert pixel.max() > 100, pixel
+
+
+def test_keypoints_are_coloured_by_confidence(tmp_path, info):
+    points = pd.DataFrame({
+        "frame": [0, 0, 0], "time_s": 0.0, "track": 1,
+        "keypoint": ["nose", "neck", "tail root"],
+        "x": [16.0, 44.0, np.nan], "y": [16.0, 16.0, np.nan],
+        "confidence": [0.9, 0.1, np.nan],  # tail root: filled in by the smoother
+        "x_smooth": [16.0, 44.0, 16.0], "y_smooth": [16.0, 16.0, 36.0], "variance": 1.0,
+    })
+    frames = [(0, np.zeros((48, 64, 3), np.uint8))]
+    style = VideoStyle(radius=5, thickness=1)
+    _, _, decoded = read_video(write_annotated_video(frames, tmp_path / "v.mp4", info, points,
+                                                     style=style))
+    image = decoded[0].astype(int)
+    green, red, grey = (60, 180, 75), (230, 25, 75), (160, 160, 160)  # the drawing colours
+    for (x, y), colour in (((16, 16), green), ((44, 16), red), ((16, 36), grey)):
+        assert np.abs(image[y, x] - colour).max() < 40, (x, y, image[y, x])
+    with pytest.raises(ValueError, match="confidence_bins"):
+        VideoStyle(confidence_bins=(0.5, 1.0))
+
+
+def test_annotated_video_needs_frames(tmp_path, info):
+    with pytest.raises(InputError, match="no frames"):
+        write_annotated_video([], tmp_path / "v.mp4", info)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_annotated_video_on_real_footage(tmp_path, shared_data):
+    import av
+
+    video_path = shared_data / "badja-davis" / "derived" / "cows_480p_24fps.mp4"
+    with av.open(str(video_path)) as container:
+        frames = [(i, f.to_ndarray(format="rgb24"))
+                  for i, f in zip(range(12), container.decode(video=0))]
+    h, w = frames[0][1].shape[:2]
+    video = VideoInfo(str(video_path), width=w, height=h, fps=24.0, n_frames=104)
+    info = ExportInfo(AP10K, video, model_name="clamp_rn50", date="Nov25")
+    results = make_results(tracks=((1, range(0, 12)),))
+    path = write_annotated_video(frames, tmp_path / "cows.mp4", info, results)
+    _, _, decoded = read_video(path)
+    assert len(decoded) == 12 and decoded[0].shape == (h, w, 3)
+    # away from the drawing the picture is the input (lossy codec: close, not equal)
+    assert np.abs(decoded[6][300:, 400:].astype(int) - frames[6][1][300:, 400:]).mean() < 6
+
+
+def test_track_plots(tmp_path, info):
+    results = make_results()
+    paths = write_track_plots(results, tmp_path, info)
+    assert [p.name for p in paths] == ["cows_track1.png", "cows_track2.png"]
+    for p in paths:
+        data = p.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+    raw_only = results.drop(columns=["x_smooth", "y_smooth", "variance"])
+    assert len(write_track_plots(raw_only, tmp_path / "raw", info)) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["cows_track1.png", "cows_track2.png", "raw"])
