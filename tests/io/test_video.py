@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -215,6 +216,19 @@ def test_decoder_errors_reach_the_consumer(shared_data, monkeypatch):
             for frame in reader:
                 frames.append(frame)
     assert len(frames) == 1 and decode_threads(shared_data / DOG) == []
+
+
+def test_a_stalled_decoder_is_an_error_not_a_hang(shared_data, monkeypatch):
+    def stuck(self, start, end, lock):
+        yield start, np.zeros((370, 350, 3), np.uint8)
+        time.sleep(2.0)  # stands in for a decoder spinning in native code
+        yield start + 1, np.zeros((370, 350, 3), np.uint8)
+
+    monkeypatch.setattr(video, "_STALL_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(video._DecordBackend, "frames", stuck)
+    with VideoReader(shared_data / DOG, backend="decord") as reader:
+        with pytest.raises(InputError, match="stalled"):
+            list(reader)
 
 
 # --------------------------------------------------------------------------------- writing
