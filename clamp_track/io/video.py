@@ -322,16 +322,16 @@ def _seeking_is_exact(path: Path, index: _Index) -> bool:
     if len(later) == 0:
         return True  # every seek lands on frame 0
     target = int(later[0])
-    decoder = _PyAVBackend(path, index, can_seek=False)
-    try:
-        from_start = decoder.read(target)
-        decoder = _PyAVBackend(path, index, can_seek=True)
-        after_seek = decoder.read(target)
-    except InputError:
-        return False
-    finally:
-        decoder.close()
-    return np.array_equal(from_start, after_seek)
+    images = []
+    for can_seek in (False, True):
+        decoder = _PyAVBackend(path, index, can_seek=can_seek)
+        try:
+            images.append(decoder.read(target))  # (H, W, 3) uint8
+        except InputError:
+            return False
+        finally:
+            decoder.close()
+    return np.array_equal(images[0], images[1])
 
 
 def _make_backend(path: Path, index: _Index, backend: str, batch: int):
