@@ -113,6 +113,7 @@ def _batches(items: Sequence, size: int):
 # torchvision
 
 
+_NOT_CLASSES = ("N/A", "__background__")  # placeholders in torchvision's COCO category list
 TORCHVISION_MODELS = {"fast": "fasterrcnn_mobilenet_v3_large_fpn",
                       "accurate": "fasterrcnn_resnet50_fpn_v2"}
 # torchvision COCO detectors whose transform takes min_size / max_size.
@@ -279,8 +280,9 @@ class TorchvisionDetector:
         categories = coco_categories(cfg.model)
         unknown = {c.lower() for c in cfg.classes} - {c.lower() for c in categories}
         if unknown or not cfg.classes:
+            known = [c for c in categories if c not in _NOT_CLASSES]
             raise InputError(f"torchvision detector: classes {sorted(unknown)} are not COCO "
-                             f"classes; choose from {[c for c in categories if c != 'N/A']}")
+                             f"classes; choose from {known}")
         self._keep = _class_ids(categories, cfg.classes)
         self.class_names = {int(i): categories[i] for i in self._keep}
         self.device = torch.device(_device(cfg.device))
