@@ -72,8 +72,9 @@ class ResultStore:
     context manager or call :meth:`close`.
     """
 
-    def __init__(self, path: Path, connection: sqlite3.Connection):
+    def __init__(self, path: Path, connection: sqlite3.Connection, readonly: bool = False):
         self.path = path
+        self.readonly = readonly
         self._db = connection
         self._meta_cache: dict = {}
 
@@ -97,7 +98,7 @@ class ResultStore:
         if not path.is_file():
             raise InputError(f"{path}: result store not found; run `clamp-track run` first")
         try:
-            store = cls(path, cls._connect(path, readonly))
+            store = cls(path, cls._connect(path, readonly), readonly)
             version = store.meta("schema_version")
         except sqlite3.DatabaseError as exc:
             raise InputError(
@@ -120,7 +121,9 @@ class ResultStore:
         return db
 
     def close(self) -> None:
-        """Close the connection (the data are already committed)."""
+        """Close the connection (the data are already committed) and fold the WAL back in."""
+        if not self.readonly:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._db.close()
 
     def __enter__(self) -> ResultStore:
@@ -239,6 +242,19 @@ class ResultStore:
                         f"UPDATE {table} SET track = ? WHERE track = ? AND frame >= ?",
                         (-(new + offset), old, min_frame))
             self._db.execute(f"UPDATE {table} SET track = -track - ? WHERE track < 0", (offset,))
+
+    def reassign(self, moves) -> None:
+        """Move single instances to other tracks: ``(frame, track, new track or None)``."""
+        with self._transaction():
+            for frame, track, new in moves:
+                for table in ("instances", "corrections"):
+                    if new is None:
+                        self._db.execute(f"DELETE FROM {table} WHERE frame = ? AND track = ?",
+                                         (frame, track))
+                    else:
+                        self._db.execute(
+                            f"UPDATE {table} SET track = ? WHERE frame = ? AND track = ?",
+                            (new, frame, track))
 
     def write_smoothed(self, track: int, frames: np.ndarray, xy: np.ndarray, var: np.ndarray):
         """Store smoothed keypoints of one track.

@@ -1,0 +1,43 @@
+"""``clamp-track export``: re-export results from a store without re-running."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    """Register ``export``."""
+    p = sub.add_parser(
+        "export", help="write CSV / DeepLabCut / annotated video / plots from a result store",
+        description="Export a finished run (including your corrections) from its "
+        "<video>.clamp.sqlite store.",
+    )
+    p.add_argument("store", help="the <video>.clamp.sqlite file")
+    p.add_argument("--format", default="csv,dlc",
+                   help="comma list of csv, dlc, video, plot (default csv,dlc)")
+    p.add_argument("-o", "--out-dir", help="output folder (default: beside the store)")
+    p.add_argument("--video", help="the video, if it moved since the run (for --format video)")
+    p.add_argument("--dlc-net-type", default="resnet_50",
+                   help="DeepLabCut net type named in the scorer so DeepLabCut's project tools "
+                   "find the file (default resnet_50); 'none' names the clamp-track model")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Export and list the written files."""
+    from clamp_track.errors import InputError
+    from clamp_track.io.store import ResultStore
+    from clamp_track.pipelines.run import export
+
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    unknown = set(formats) - {"csv", "dlc", "video", "plot"}
+    if unknown:
+        raise InputError(f"unknown export format(s) {sorted(unknown)}; use csv, dlc, video, plot")
+    net = None if str(args.dlc_net_type).lower() == "none" else args.dlc_net_type
+    with ResultStore.open(args.store, readonly=True) as store:
+        if not store.complete:
+            raise InputError(f"{args.store}: the run did not finish; finish it with "
+                             "`clamp-track run VIDEO --resume` first")
+        for path in export(store, formats, args.out_dir, video=args.video, dlc_net_type=net):
+            print(path)
+    return 0

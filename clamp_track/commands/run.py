@@ -1,0 +1,142 @@
+"""``clamp-track run``: tracked, smoothed poses for one or more videos."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm",
+                    ".mts", ".m2ts", ".3gp", ".flv"}
+
+
+def add_parser(sub) -> None:
+    """Register ``run``."""
+    p = sub.add_parser(
+        "run", help="detect, track and estimate poses in videos",
+        description="Decode, detect, track, estimate poses (CLAMP), smooth and export. "
+        "Settings come from the defaults, then --config YAML, then the flags; the resolved "
+        "config is written next to the outputs.",
+    )
+    p.add_argument("videos", nargs="+", help="video files or folders (searched recursively)")
+    p.add_argument("-o", "--out-dir", help="output folder (default: beside each video)")
+    p.add_argument("--config", help="YAML with RunConfig settings")
+    p.add_argument("--pose-model", help="model variant, e.g. clamp_rn50, clamp_vitb16")
+    p.add_argument("--pose-weights", help="checkpoint file (ours or official) or cached name")
+    p.add_argument("--keypoints", help="keypoint set for random weights (testing)")
+    p.add_argument("--detector", choices=["torchvision", "mmdet", "file", "motion"])
+    p.add_argument("--detector-model", help="torchvision: fast|accurate|MODEL; mmdet: CONFIG")
+    p.add_argument("--detector-checkpoint", help="mmdet checkpoint")
+    p.add_argument("--boxes", help="boxes file for --detector file (MegaDetector JSON, MOT txt)")
+    p.add_argument("--detect-every", type=int, metavar="K", help="detect every K-th frame")
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
+    p.add_argument("--batch-size", type=int, help="crops per pose forward pass")
+    p.add_argument("--no-flip-test", action="store_true", help="skip the flipped-crop pass")
+    p.add_argument("--start", type=int, help="first frame (0-based)")
+    p.add_argument("--end", type=int, help="one past the last frame")
+    p.add_argument("--export", help="comma list of csv,dlc,video,plot (default csv,dlc)")
+    p.add_argument("--video-out", action="store_true", help="also write an annotated video")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="any other setting, e.g. tracker.min_track_length=20")
+    p.add_argument("--resume", action="store_true", help="continue interrupted runs")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing results even if they hold corrections")
+    p.set_defaults(func=main)
+
+
+def build_config(args: argparse.Namespace):
+    """Defaults <- ``--config`` YAML <- flags, as a validated :class:`RunConfig`."""
+    from clamp_track.config import from_dict, load_yaml, merge, parse_overrides
+    from clamp_track.pipelines.run import RunConfig
+
+    data = load_yaml(args.config) if args.config else {}
+    flags = {
+        "pose_model": args.pose_model, "pose_weights": args.pose_weights,
+        "keypoints": args.keypoints, "start": args.start, "end": args.end,
+        "detect": {"name": args.detector, "model": args.detector_model,
+                   "checkpoint": args.detector_checkpoint, "boxes": args.boxes,
+                   "every": args.detect_every},
+        "pose": {"device": args.device, "batch_size": args.batch_size,
+                 "flip_test": False if args.no_flip_test else None},
+    }
+    if args.export:
+        flags["exports"] = [f.strip() for f in args.export.split(",") if f.strip()]
+    if args.video_out:
+        flags["exports"] = sorted({*(flags.get("exports") or data.get("exports")
+                                     or ["csv", "dlc"]), "video"})
+    data = merge(data, _drop_none(flags))
+    data = merge(data, parse_overrides(args.set))
+    if data.get("detect", {}).get("boxes") and "name" not in data.get("detect", {}):
+        data["detect"]["name"] = "file"
+    return from_dict(RunConfig, data, source=args.config or "command line")
+
+
+def _drop_none(d: dict) -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            v = _drop_none(v)
+            if v:
+                out[k] = v
+        elif v is not None:
+            out[k] = v
+    return out
+
+
+def find_videos(inputs) -> list[Path]:
+    """Video files named directly, found in folders (recursively) or listed in a .txt file."""
+    from clamp_track.errors import InputError
+
+    videos: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = sorted(p for p in item.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS)
+            if not found:
+                raise InputError(f"{item}: no videos found in this folder")
+            videos += found
+        elif item.suffix == ".txt" and item.is_file():
+            videos += [Path(line.strip()) for line in item.read_text().splitlines()
+                       if line.strip() and not line.startswith("#")]
+        else:
+            videos.append(item)  # missing/invalid files get a clear error when opened
+    return videos
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run every video, sharing the loaded models; print a summary per video."""
+    from clamp_track.pipelines.run import Models, run_video
+
+    cfg = build_config(args)
+    videos = find_videos(args.videos)
+    models = Models(cfg)
+    for video in videos:
+        with _ProgressBar(video.name) as bar:
+            summary = run_video(video, cfg, args.out_dir, resume=args.resume,
+                                overwrite=args.overwrite, models=models, progress=bar.update)
+        print(summary.line())
+        for path in summary.outputs:
+            print(f"  {path}")
+    return 0
+
+
+class _ProgressBar:
+    """tqdm bar showing frames, frames/s, ETA and animals in view."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.bar = None
+
+    def __enter__(self):
+        return self
+
+    def update(self, p) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=p.total, desc=self.name, unit="frame", dynamic_ncols=True)
+        self.bar.n = p.done
+        self.bar.set_postfix(animals=p.animals, refresh=False)
+        self.bar.refresh()
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()

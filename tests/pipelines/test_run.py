@@ -1,0 +1,170 @@
+"""End-to-end runs on real footage with a tiny random-weight model and the file detector."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from clamp_track.errors import InputError
+from clamp_track.io.store import ResultStore
+from clamp_track.pipelines.run import Cancelled, DetectConfig, Models, RunConfig, run_video
+from clamp_track.pipelines.smoother import SmootherConfig, smooth_track
+from clamp_track.pipelines.tracker import TrackerConfig
+
+# A random-weight model's heatmap maxima are ~1e-10; accept them so smoothing has input.
+SMOOTHER = SmootherConfig(min_confidence=1e-12)
+
+
+def mask_boxes_to_mot(mask_dir, out_file) -> int:
+    """MOTChallenge det.txt (1-based frames) from the DAVIS object masks of a sequence."""
+    import cv2
+
+    lines = []
+    for i, mask_path in enumerate(sorted(mask_dir.glob("*.png"))):
+        mask = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)
+        ys, xs = np.nonzero(mask > 127)
+        if len(xs):
+            x1, y1, x2, y2 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+            lines.append(f"{i + 1},-1,{x1},{y1},{x2 - x1},{y2 - y1},0.95,-1,-1,-1")
+    out_file.write_text("\n".join(lines) + "\n")
+    return len(lines)
+
+
+@pytest.fixture(scope="module")
+def cows(shared_data, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cows")
+    video = folder / "cows.mp4"
+    shutil.copy(shared_data / "badja-davis" / "derived" / "cows_480p_24fps.mp4", video)
+    boxes = folder / "det.txt"
+    n = mask_boxes_to_mot(shared_data / "badja-davis" / "DAVIS" / "Annotations" / "480p" / "cows",
+                          boxes)
+    assert n == 104
+    return video, boxes
+
+
+def _cfg(boxes, **kw) -> RunConfig:
+    base = dict(pose_model="clamp_tiny_rn50", chunk=8,
+                detect=DetectConfig(name="file", boxes=str(boxes)),
+                tracker=TrackerConfig(min_track_length=5), smoother=SMOOTHER,
+                exports=("csv", "dlc"))
+    base.update(kw)
+    return RunConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def models(cows):
+    """One random-weight model for all runs, so that their results are comparable."""
+    return Models(_cfg(cows[1]))
+
+
+@pytest.fixture(scope="module")
+def cows_run(cows, models, tmp_path_factory):
+    video, boxes = cows
+    out = tmp_path_factory.mktemp("cows_out")
+    summary = run_video(video, _cfg(boxes), out, models=models)
+    return summary, out
+
+
+def test_one_animal_one_continuous_track_and_real_timestamps(cows, cows_run):
+    from clamp_track.io.video import VideoReader
+
+    summary, out = cows_run
+    with ResultStore.open(summary.store, readonly=True) as store:
+        frames, times = store.frame_times()
+        assert frames.tolist() == list(range(104)) and summary.frames == 104
+        with VideoReader(cows[0]) as reader:
+            np.testing.assert_allclose(times, reader.times_s[:104])
+        assert store.track_ids() == [1]
+        track = store.track(1)
+        assert track["frames"].tolist() == list(range(104))
+        assert np.isfinite(track["smooth"]).all()  # smoothed everywhere, with variance
+        xy, var = smooth_track(times, track["raw"][..., :2], track["raw"][..., 2], SMOOTHER)
+        np.testing.assert_allclose(track["smooth"][..., :2], xy, rtol=1e-5)
+        np.testing.assert_allclose(track["smooth"][..., 2], var, rtol=1e-5)
+        assert store.complete
+    assert (out / "config.resolved.yaml").is_file()
+
+
+def test_csv_and_dlc_exports_agree_with_the_store(cows_run):
+    summary, out = cows_run
+    with ResultStore.open(summary.store, readonly=True) as store:
+        tidy = store.tidy()
+        kps = store.keypoints
+    csv = pd.read_csv(_one(out, "*.clamp.csv"))
+    assert len(csv) == len(tidy) == 104 * 17
+    np.testing.assert_allclose(csv["x"], tidy["x"], rtol=1e-6)
+    h5 = _one(out, "*_el.h5")
+    df = pd.read_hdf(h5)  # DeepLabCut reads it without a key
+    assert df.columns.names == ["scorer", "individuals", "bodyparts", "coords"]
+    assert len(df) == 104 and list(df.index) == list(range(104))
+    coords = df.columns.get_level_values("coords")[:3].tolist()
+    assert coords == ["x", "y", "likelihood"]
+    assert list(dict.fromkeys(df.columns.get_level_values("bodyparts"))) == list(kps.source_names)
+
+
+def _one(folder, pattern):
+    found = sorted(folder.glob(pattern))
+    assert len(found) == 1, (pattern, [p.name for p in folder.iterdir()])
+    return found[0]
+
+
+def test_resume_after_an_interruption_gives_identical_results(cows, cows_run, models, tmp_path):
+    video, boxes = cows
+    cfg = _cfg(boxes, exports=())
+    calls = []
+
+    def crash_after_three_chunks(progress):
+        calls.append(progress.done)
+        if len(calls) == 3:
+            raise Cancelled("simulated crash")
+
+    with pytest.raises(Cancelled):
+        run_video(video, cfg, tmp_path, models=models, progress=crash_after_three_chunks)
+    with ResultStore.open(tmp_path / "cows.mp4.clamp.sqlite", readonly=True) as partial:
+        assert partial.last_frame() == 23 and not partial.complete
+    summary = run_video(video, cfg, tmp_path, resume=True, models=models)
+    assert summary.resumed_from == 24
+    with ResultStore.open(summary.store, readonly=True) as resumed, \
+            ResultStore.open(cows_run[0].store, readonly=True) as full:
+        pd.testing.assert_frame_equal(resumed.tidy(), full.tidy())
+
+
+def test_detect_every_k_frames_keeps_one_track(cows, models, tmp_path):
+    video, boxes = cows
+    summary = run_video(video, _cfg(boxes, end=48, detect=DetectConfig(
+        name="file", boxes=str(boxes), every=4), exports=()), tmp_path, models=models)
+    with ResultStore.open(summary.store, readonly=True) as store:
+        assert store.track_ids() == [1]
+        assert store.track(1)["frames"].tolist() == list(range(48))
+        detected = store._db.execute("SELECT SUM(detected) FROM frames").fetchone()[0]
+        assert detected == 12
+
+
+def test_zero_animals_gives_empty_but_valid_outputs(cows, models, tmp_path):
+    video, _ = cows
+    empty = tmp_path / "none.txt"
+    empty.write_text("")
+    summary = run_video(video, _cfg(empty, end=16), tmp_path, models=models)
+    assert summary.tracks == 0 and summary.frames == 16
+    df = pd.read_hdf(_one(tmp_path, "*_el.h5"))
+    assert len(df) == 104 and df.isna().all().all()  # one row per video frame, all empty
+    assert len(pd.read_csv(_one(tmp_path, "*.clamp.csv"))) == 0
+
+
+def test_bad_inputs_fail_with_clear_messages_and_leave_nothing(cows, models, tmp_path):
+    _, boxes = cows
+    cfg = _cfg(boxes)
+    with pytest.raises(InputError, match="not found"):
+        run_video(tmp_path / "missing.mp4", cfg, tmp_path / "o1", models=models)
+    fake = tmp_path / "notes.mp4"
+    fake.write_text("these are field notes, not a video\n")
+    with pytest.raises(InputError, match="notes.mp4"):
+        run_video(fake, cfg, tmp_path / "o2", models=models)
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(InputError, match="cannot create the output folder"):
+        run_video(cows[0], cfg, blocker / "out", models=models)
