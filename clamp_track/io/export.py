@@ -667,6 +667,18 @@ def write_track_plots(keypoints, out_dir: str | os.PathLike, info: ExportInfo) -
     return written
 
 
+def _limit_to_data(ax, rows, coord: str, video: VideoInfo) -> None:
+    """Y limits from the positions, not the uncertainty bands (which can be huge in gaps)."""
+    values = rows[[c for c in (coord, f"{coord}_smooth") if c in rows]].to_numpy(dtype=float)
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return
+    side = video.width if coord == "x" else video.height
+    lo, hi = max(values.min(), -0.5 * side), min(values.max(), 1.5 * side)
+    pad = 0.05 * (hi - lo) + 1.0
+    ax.set_ylim(lo - pad, hi + pad)
+
+
 def _track_figure(rows, track: int, info: ExportInfo):
     import matplotlib
     from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
@@ -692,6 +704,8 @@ def _track_figure(rows, track: int, info: ExportInfo):
                                     alpha=0.15, lw=0)
         axes[2].plot(t, group["confidence"].to_numpy(dtype=float), "-", lw=1, color=color,
                      label=kset.source_names[k])
+    for ax, coord in zip(axes[:2], ("x", "y")):
+        _limit_to_data(ax, rows, coord, info.video)
     axes[0].set_ylabel("x (px)")
     axes[1].set_ylabel("y (px)")
     axes[1].invert_yaxis()  # image rows grow downwards
