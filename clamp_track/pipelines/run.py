@@ -322,18 +322,19 @@ def _process(video: Path, end: int, store: ResultStore, state: dict, cfg: RunCon
         while True:
             with timer("decode"):  # time spent waiting for the decoding thread
                 frame = next(frames, None)
+            if frame is not None:
+                chunk.append(frame)
+                # chunks are aligned to cfg.start, so a resumed run forms the same chunks
+                if (frame.index - cfg.start + 1) % cfg.chunk and frame.index != end - 1:
+                    continue
+            if chunk:  # a full chunk, or what is left when a damaged file ends early
+                animals = _process_chunk(video, chunk, tracking, store, cfg, models, timer)
+                if progress:
+                    fps = (chunk[-1].index + 1 - first) / max(time.perf_counter() - t0, 1e-9)
+                    progress(Progress(chunk[-1].index + 1 - cfg.start, total, animals, fps))
+                chunk = []
             if frame is None:
                 break
-            chunk.append(frame)
-            # chunks are aligned to cfg.start, so a resumed run forms the same chunks
-            if (frame.index - cfg.start + 1) % cfg.chunk and frame.index != end - 1:
-                continue
-            animals = _process_chunk(video, chunk, tracking, store, cfg, models, timer)
-            done = frame.index + 1 - cfg.start
-            chunk = []
-            if progress:
-                fps = (frame.index + 1 - first) / max(time.perf_counter() - t0, 1e-9)
-                progress(Progress(done, total, animals, fps))
 
 
 def _process_chunk(video: Path, frames: list[Frame], tracking: Tracking, store: ResultStore,

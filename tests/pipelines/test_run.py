@@ -168,3 +168,59 @@ def test_bad_inputs_fail_with_clear_messages_and_leave_nothing(cows, models, tmp
     blocker.write_text("x")
     with pytest.raises(InputError, match="cannot create the output folder"):
         run_video(cows[0], cfg, blocker / "out", models=models)
+
+
+def _motion_cfg(**kw) -> RunConfig:
+    from clamp_track.pipelines.pose import PoseConfig
+
+    return RunConfig(pose_model="clamp_tiny_rn50", detect=DetectConfig(name="motion"),
+                     pose=PoseConfig(flip_test=False), smoother=SMOOTHER, **kw)
+
+
+def test_open_field_mouse_with_the_motion_detector(shared_data, models, tmp_path):
+    video = shared_data / "deeplabcut-examples" / "openfield-Pranav-2018-10-30" / "videos" / \
+        "m3v1mp4.mp4"
+    summary = run_video(video, _motion_cfg(end=200, exports=("dlc",)), tmp_path, models=models)
+    with ResultStore.open(summary.store, readonly=True) as store:
+        frames, times = store.frame_times()
+        assert frames.tolist() == list(range(200))
+        np.testing.assert_allclose(np.diff(times), 1 / 30.0003, rtol=1e-3)  # 1000000/33333 fps
+        lengths = {t: len(store.track(t)["frames"]) for t in store.track_ids()}
+    # one mouse: after the background model's warm-up one track follows it almost throughout
+    assert max(lengths.values()) >= 0.85 * 200
+    df = pd.read_hdf(_one(tmp_path, "*_el.h5"))
+    assert len(df) == 2330 and df.columns.names == ["scorer", "individuals", "bodyparts", "coords"]
+
+
+def test_truncated_video_gives_the_frames_it_has(models, tmp_path, caplog):
+    import logging
+
+    import av
+
+    full = tmp_path / "full.mp4"
+    with av.open(str(full), "w", options={"movflags": "+faststart"}) as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        for i in range(75):  # a bright square crossing a dark field
+            image = np.full((120, 160, 3), 30, np.uint8)
+            image[40:70, 10 + 2 * i:40 + 2 * i] = 230
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size * 2 // 3])
+    with caplog.at_level(logging.WARNING):
+        summary = run_video(cut, _motion_cfg(exports=("csv",)), tmp_path / "out", models=models)
+    assert 0 < summary.frames < 75
+    assert "75" in caplog.text  # the warning says how many frames the container promised
+    with ResultStore.open(summary.store, readonly=True) as store:
+        assert store.complete and store.last_frame() == summary.frames - 1
+
+
+def test_dog_clip_avi(shared_data, models, tmp_path):
+    video = shared_data / "deeplabcut-live" / "check_install" / "dog_clip.avi"
+    summary = run_video(video, _motion_cfg(end=40, exports=("csv",)), tmp_path, models=models)
+    assert summary.frames == 40
+    tidy = pd.read_csv(_one(tmp_path, "*.clamp.csv"))
+    assert set(tidy.frame) <= set(range(40)) and tidy.track.min() >= 1
