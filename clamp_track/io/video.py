@@ -179,14 +179,27 @@ def _silence_decord(decord) -> None:
 # Backends: decode (index, image) pairs for a range, and single frames
 
 
+def _import_decord():
+    """Import decord after OpenCV.
+
+    decord loads its bundled zlib 1.2.3 into the global symbol table (``RTLD_GLOBAL``);
+    OpenCV's libpng, if loaded after it, binds to that old zlib and cannot read PNG files any
+    more ("libpng error: bad parameters to zlib"; measured with decord 0.6.0 and
+    opencv-python 5.0). Loading OpenCV first keeps it on its own zlib.
+    """
+    import cv2  # noqa: F401  (import order matters, see above)
+    import decord
+
+    return decord
+
+
 class _DecordBackend:
     """Frame-exact decoding with decord's ``get_batch`` (batched) and ``vr[i]`` (single)."""
 
     name = "decord"
 
     def __init__(self, path: Path, index: _Index, batch: int):
-        import decord
-
+        decord = _import_decord()
         _silence_decord(decord)
         self._decord = decord
         self._vr = decord.VideoReader(str(path), ctx=decord.cpu(0))

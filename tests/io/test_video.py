@@ -263,3 +263,19 @@ def test_writer_is_atomic(tmp_path):
         writer.write(np.zeros((48, 64, 3), np.float32))
     writer.abort()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_opencv_still_reads_png_after_decord_is_used(shared_data):
+    """decord's bundled old zlib must not break OpenCV's PNG reader (import order)."""
+    import subprocess
+    import sys
+
+    png = shared_data / "badja-davis" / "DAVIS" / "Annotations" / "480p" / "cows" / "00000.png"
+    code = (
+        "from clamp_track.io.video import VideoReader\n"
+        f"r = VideoReader({str(shared_data / COWS)!r}, backend='decord'); r.read(3); r.close()\n"
+        "import cv2\n"
+        f"print(cv2.imread({str(png)!r}) is not None)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
