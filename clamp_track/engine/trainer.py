@@ -378,7 +378,8 @@ def _restore(path: Path, parts: _Parts, config: LoopConfig) -> _State:
     model.load_state_dict(ckpt.state_dict)
     parts.optimizer.load_state_dict(train_state["optimizer"])
     parts.schedule.load_state_dict(train_state["schedule"])
-    parts.scaler.load_state_dict(train_state["scaler"])
+    if train_state["scaler"]:  # empty when saved without AMP (e.g. on the CPU)
+        parts.scaler.load_state_dict(train_state["scaler"])
     torch.set_rng_state(train_state["rng_cpu"])
     if train_state["rng_cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(train_state["rng_cuda"])
