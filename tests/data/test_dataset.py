@@ -107,3 +107,11 @@ def test_records_to_coco_round_trip(ap10k):
     assert gt["categories"][0]["keypoints"] == list(AP10K.source_names)
     assert gt["annotations"][0]["num_keypoints"] == 16
     assert gt["annotations"][0]["area"] == pytest.approx(559104)
+
+
+def test_package_exports_resolve_lazily():
+    import clamp_track.data as data
+
+    assert all(getattr(data, name) is not None for name in data.__all__)
+    with pytest.raises(AttributeError):
+        data.nothing_here  # noqa: B018

@@ -115,3 +115,9 @@ def test_cancel_and_resume_errors(sets, tmp_path):
     fit(create_model("simplebaseline_tiny_rn50"), train, _config(epochs=1), tmp_path / "c")
     with pytest.raises(CheckpointError, match="another model or keypoint set"):
         fit(create_model("clamp_tiny_rn50"), train, _config(), tmp_path / "c", resume=True)
+
+
+def test_package_exports_resolve_lazily():
+    import clamp_track.engine as engine
+
+    assert all(getattr(engine, name) is not None for name in engine.__all__)
