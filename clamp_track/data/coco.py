@@ -218,7 +218,8 @@ def load_coco(
             rec = reader.record(ann)
         except InputError as exc:
             if not skip_bad:
-                raise InputError(f"{exc}; fix the record or pass --skip-bad") from None
+                raise InputError(f"{exc}; fix the record or skip bad records (--skip-bad, "
+                                 "or data.skip_bad=true in a training config)") from None
             bad.append((ann.get("id"), ann.get("image_id"), str(exc)))
             continue
         if rec is not None:

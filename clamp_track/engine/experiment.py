@@ -216,7 +216,12 @@ def run_training(
     out.mkdir(parents=True, exist_ok=True)
     dump_yaml(cfg, out / "config.resolved.yaml")
     samples = sample_list(train, val, cfg.regime)
-    atomic_write_text(out / "samples.json", json.dumps(samples, indent=1) + "\n")
+    samples_file = out / "samples.json"
+    if resume and samples_file.is_file() and json.loads(samples_file.read_text()) != samples:
+        raise InputError(f"{samples_file}: the run was trained on other samples than this "
+                         "config selects (data, regime or seed changed); resume with the "
+                         "run's config.resolved.yaml")
+    atomic_write_text(samples_file, json.dumps(samples, indent=1) + "\n")
     log.info("training on %d instances (%d species)%s", len(train.records),
              len(samples["train"]["per_species"]),
              f", validating on {len(val.records)}" if val is not None else "")

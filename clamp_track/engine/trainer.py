@@ -181,6 +181,9 @@ def fit(
             True stops the run (``result.cancelled``; the last checkpoint stays as it was).
         extra: Plain data stored in every checkpoint (e.g. the resolved run config).
 
+    ``torch.manual_seed(config.seed)`` is called first (dropout and drop-path draws), so the
+    caller's global torch RNG is reseeded.
+
     Returns:
         A :class:`TrainResult`.
 
@@ -212,6 +215,9 @@ def fit(
     else:
         train_log.start()
         val_log.start()
+    n_params = sum(p.numel() for g in optimizer.param_groups for p in g["params"])
+    log.info("training %.1f M parameters on %d samples, %d steps/epoch, on %s%s",
+             n_params / 1e6, len(train_set), len(loader), device, " with AMP" if amp else "")
     run = _Run(config, parts, loader, train_log, callback, state)
     result = TrainResult(output, model)
     extra = dict(extra or {})

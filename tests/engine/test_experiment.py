@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,7 @@ def test_run_training_writes_the_run_folder(shared_data, tmp_path):
     assert resolved == cfg
     with pytest.raises(InputError, match="holds a run already"):
         run_training(cfg, output=tmp_path)
+    swapped = replace(cfg, regime=replace(cfg.regime, train_families=("Felidae",),
+                                          test_families=("Bovidae",)))
+    with pytest.raises(InputError, match="samples.json: the run was trained on other samples"):
+        run_training(swapped, output=tmp_path, resume=True)
