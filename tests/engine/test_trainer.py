@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 
 import pytest
 import torch
@@ -12,16 +13,22 @@ from clamp_track.engine.evaluate import EvalConfig
 from clamp_track.engine.optim import OptimConfig
 from clamp_track.engine.trainer import LOG_COLUMNS, LoopConfig, fit
 from clamp_track.errors import CheckpointError
-from clamp_track.models import create_model, load_checkpoint
+from clamp_track.models import build_model, create_model, get_config, load_checkpoint
 from clamp_track.skeleton import AP10K
+
+SIZE = (128, 128)  # 4x cheaper than 256; the loop does not depend on the crop size
+
+
+def _model(name="clamp_tiny_rn50"):
+    return build_model(replace(get_config(name), input_size=SIZE), AP10K)
 
 
 @pytest.fixture()
 def sets(shared_data):
     root = shared_data / "mmpose-tests" / "ap10k"
     data = load_coco(root / "test_ap10k.json", root)
-    train = TopDownDataset(data.records, AP10K, augment=AugmentConfig(), seed=3)
-    val = TopDownDataset(data.records, AP10K, ground_truth=data.ground_truth)
+    train = TopDownDataset(data.records, AP10K, SIZE, augment=AugmentConfig(), seed=3)
+    val = TopDownDataset(data.records, AP10K, SIZE, ground_truth=data.ground_truth)
     return train, val
 
 
@@ -41,7 +48,7 @@ def _rows(path):
 def test_fit_logs_every_loss_term_and_writes_loadable_checkpoints(sets, tmp_path):
     train, val = sets
     events = []
-    result = fit(create_model("clamp_tiny_rn50"), train, _config(), tmp_path, val_set=val,
+    result = fit(_model(), train, _config(), tmp_path, val_set=val,
                  callback=events.append, extra={"note": "test"})
     assert (result.epochs_done, result.steps, result.cancelled) == (2, 2, False)
     rows = _rows(tmp_path / "log.csv")
@@ -72,7 +79,7 @@ def test_resume_after_a_crash_continues_like_the_uninterrupted_run(sets, tmp_pat
     train, val = sets
     config = _config(batch_size=1, val_interval=2)  # 2 epochs of 2 steps
     torch.manual_seed(0)
-    straight = fit(create_model("clamp_tiny_rn50"), train, config, tmp_path / "a", val_set=val)
+    straight = fit(_model(), train, config, tmp_path / "a", val_set=val)
 
     def crash_in_epoch_2(progress):
         if progress.event == "step" and progress.step == 3:
@@ -80,12 +87,12 @@ def test_resume_after_a_crash_continues_like_the_uninterrupted_run(sets, tmp_pat
 
     torch.manual_seed(0)
     with pytest.raises(_Crash):
-        fit(create_model("clamp_tiny_rn50"), train, config, tmp_path / "b", val_set=val,
+        fit(_model(), train, config, tmp_path / "b", val_set=val,
             callback=crash_in_epoch_2)
     assert load_checkpoint(tmp_path / "b" / "last.pt").extra["train_state"]["epoch"] == 1
     assert len(_rows(tmp_path / "b" / "log.csv")) == 3  # one step past the checkpoint
     torch.manual_seed(123)  # a fresh process: different init and RNG, restored from last.pt
-    resumed = fit(create_model("clamp_tiny_rn50"), train, config, tmp_path / "b",
+    resumed = fit(_model(), train, config, tmp_path / "b",
                   val_set=val, resume=True)
     assert (resumed.epochs_done, resumed.steps) == (straight.epochs_done, straight.steps) == (2, 4)
     a, b = _rows(tmp_path / "a" / "log.csv"), _rows(tmp_path / "b" / "log.csv")
@@ -106,15 +113,15 @@ def test_resume_after_a_crash_continues_like_the_uninterrupted_run(sets, tmp_pat
 
 def test_cancel_and_resume_errors(sets, tmp_path):
     train, _ = sets
-    result = fit(create_model("simplebaseline_tiny_rn50"), train, _config(), tmp_path,
+    result = fit(_model("simplebaseline_tiny_rn50"), train, _config(), tmp_path,
                  callback=lambda p: p.step == 1)
     assert result.cancelled and result.steps == 1 and result.last is None and result.best is None
     with pytest.raises(CheckpointError, match="last.pt: nothing to resume"):
-        fit(create_model("simplebaseline_tiny_rn50"), train, _config(), tmp_path / "new",
+        fit(_model("simplebaseline_tiny_rn50"), train, _config(), tmp_path / "new",
             resume=True)
-    fit(create_model("simplebaseline_tiny_rn50"), train, _config(epochs=1), tmp_path / "c")
+    fit(_model("simplebaseline_tiny_rn50"), train, _config(epochs=1), tmp_path / "c")
     with pytest.raises(CheckpointError, match="another model or keypoint set"):
-        fit(create_model("clamp_tiny_rn50"), train, _config(), tmp_path / "c", resume=True)
+        fit(_model(), train, _config(), tmp_path / "c", resume=True)
 
 
 def test_package_exports_resolve_lazily():
