@@ -266,10 +266,18 @@ def coco_metrics(ground_truth: dict, results: Sequence[dict], sigmas) -> dict[st
 
 
 def _complete_ground_truth(gt: dict) -> dict:
-    """A copy with the fields COCOeval needs (``num_keypoints``, ``area``, ``iscrowd``)."""
+    """A copy with the fields COCOeval needs (``num_keypoints``, ``area``, ``iscrowd``).
+
+    Annotation ids are renumbered 1..N if any is 0 or repeated: COCOeval keys matches by id
+    and takes id 0 for "unmatched" (records built without ids all have id 0).
+    """
+    ids = [a.get("id") for a in gt["annotations"]]
+    renumber = 0 in ids or None in ids or len(set(ids)) != len(ids)
     annotations = []
-    for a in gt["annotations"]:
+    for i, a in enumerate(gt["annotations"]):
         a = dict(a)
+        if renumber:
+            a["id"] = i + 1
         if "num_keypoints" not in a:
             a["num_keypoints"] = int(sum(v > 0 for v in (a.get("keypoints") or [])[2::3]))
         if "area" not in a and "bbox" in a:

@@ -94,6 +94,15 @@ def test_ground_truth_as_predictions_gives_ap_one(shared_data):
     assert all(metrics[k] == pytest.approx(1.0) for k in METRIC_KEYS)
 
 
+def test_records_without_ids_still_evaluate():
+    records = [Instance(r.image, r.bbox, r.keypoints, image_id=r.image_id)  # instance_id 0
+               for r in _synthetic_records(4, seed=2)]
+    preds = _predictions_from(records, 0.0, np.random.default_rng(0))
+    metrics = coco_metrics(records_to_coco(records, AP10K), keypoint_results(preds, records,
+                                                                             SIGMAS), SIGMAS)
+    assert metrics["AP"] == pytest.approx(1.0)
+
+
 def test_perturbed_predictions_match_a_direct_pycocotools_run(tmp_path):
     rng = np.random.default_rng(1)
     records = _synthetic_records(20, seed=1)
