@@ -169,6 +169,9 @@ def fit(
 ) -> TrainResult:
     """Train ``model`` on ``train_set``, validating on ``val_set``.
 
+    ``torch.manual_seed(config.seed)`` is called first (dropout and drop-path draws), so the
+    caller's global torch RNG is reseeded.
+
     Args:
         model: A pose model (e.g. from ``create_model``); trained in place.
         train_set: Augmenting dataset of the training records.
@@ -180,9 +183,6 @@ def fit(
         callback: Called with a :class:`TrainProgress` after every step and epoch; returning
             True stops the run (``result.cancelled``; the last checkpoint stays as it was).
         extra: Plain data stored in every checkpoint (e.g. the resolved run config).
-
-    ``torch.manual_seed(config.seed)`` is called first (dropout and drop-path draws), so the
-    caller's global torch RNG is reseeded.
 
     Returns:
         A :class:`TrainResult`.
@@ -208,7 +208,7 @@ def fit(
     val_log = _CsvLog(output / "val.csv", VAL_COLUMNS)
     state = _State()
     if resume:
-        state = _restore(output / LAST, parts, config)
+        state = _restore(output / LAST, parts)
         train_log.cut("step", state.step)
         val_log.cut("epoch", state.epoch)
         log.info("resumed %s at epoch %d, step %d", output / LAST, state.epoch, state.step)
@@ -227,11 +227,13 @@ def fit(
             break
         state.epoch = epoch + 1
         last_epoch = state.epoch == config.epochs
-        if val_set is not None and (state.epoch % config.val_interval == 0 or last_epoch):
+        validated = val_set is not None and (state.epoch % config.val_interval == 0
+                                             or last_epoch)
+        if validated:
             _validate(run, val_set, val_log, output, extra)
         if state.epoch % config.checkpoint_interval == 0 or last_epoch:
             _save_last(output / LAST, parts, state, extra)
-        if run.notify("epoch", epoch, metrics=state.metrics):
+        if run.notify("epoch", epoch, metrics=state.metrics if validated else None):
             result.cancelled = True
             break
     result.last = output / LAST if (output / LAST).is_file() else None
@@ -368,7 +370,7 @@ def _save_last(path: Path, parts: _Parts, state: _State, extra: dict) -> None:
         **extra, "epoch": state.epoch, "step": state.step, "train_state": train_state})
 
 
-def _restore(path: Path, parts: _Parts, config: LoopConfig) -> _State:
+def _restore(path: Path, parts: _Parts) -> _State:
     if not path.is_file():
         raise CheckpointError(f"{path}: nothing to resume (no checkpoint); start without --resume")
     ckpt = load_checkpoint(path)
