@@ -12,7 +12,8 @@ What is drawn, in this order (numbers are the official AP-10K recipe, mmpose 0.x
    record when the dataset is built; here it is drawn per sample.)
 2. Horizontal flip with probability ``flip_prob`` (0.5); left/right keypoint channels swap.
 3. Half-body with probability ``half_body_prob`` (0.3) when more than
-   ``half_body_min_keypoints`` (8) keypoints are labelled: the crop becomes the box of the upper
+   ``half_body_min_keypoints`` (8) keypoints are labelled and the keypoint set defines an upper
+   body (user-defined sets without one skip it): the crop becomes the box of the upper
    or the lower body's labelled keypoints (upper with probability P(N(0,1) < 0.5) ≈ 0.69, as
    the official code's ``randn() < 0.5``), widened to the aspect ratio and scaled by 1.5.
 4. Scale ×clip(N(1, ``scale``), 1 - scale, 1 + scale) with ``scale`` 0.5, i.e. ×[0.5, 1.5].
@@ -108,7 +109,8 @@ def random_geometry(
         center += (rng.random(2) - 0.5) * 2 * cfg.shift * bbox[2:4]
     flip = bool(rng.random() < cfg.flip_prob)
     labelled = keypoints[:, 2] > 0
-    if labelled.sum() > cfg.half_body_min_keypoints and rng.random() < cfg.half_body_prob:
+    if (keypoint_set.upper_body and labelled.sum() > cfg.half_body_min_keypoints
+            and rng.random() < cfg.half_body_prob):
         half = half_body(rng, keypoints[:, :2], labelled, keypoint_set, aspect_ratio)
         if half is not None:
             center, scale = half

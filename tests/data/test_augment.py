@@ -15,7 +15,7 @@ from clamp_track.data.augment import (
 from clamp_track.data.dataset import TopDownDataset
 from clamp_track.data.records import Instance
 from clamp_track.data.transforms import affine_matrix, box_to_center_scale, transform_points
-from clamp_track.skeleton import AP10K
+from clamp_track.skeleton import AP10K, from_names
 
 
 def _colour(j: int) -> np.ndarray:
@@ -114,6 +114,19 @@ def test_half_body_crops_the_chosen_half():
     assert seen == {9, 8}
     assert half_body(np.random.default_rng(0), points, np.eye(17, dtype=bool)[0], AP10K,
                      1.0) is None
+
+
+def test_sets_without_an_upper_body_never_get_half_body_crops():
+    inst = _dotted_instance()
+    custom = from_names([f"point{i}" for i in range(17)])
+    center, scale = box_to_center_scale(inst.bbox[None])
+    cfg = AugmentConfig(half_body_prob=1.0, scale=0.0, shift_prob=0.0, rotation_prob=0.0)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        geo = random_geometry(rng, center[0], scale[0], inst.bbox, inst.keypoints, custom, cfg,
+                              1.0)
+        np.testing.assert_allclose(geo.center, center[0])
+        np.testing.assert_allclose(geo.scale, scale[0])
 
 
 def test_mirror_matrix_is_the_pixel_mirror():
