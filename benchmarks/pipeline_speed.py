@@ -72,7 +72,12 @@ def pose_alone(models, store_path: Path, video: Path) -> float:
     import torch
 
     from clamp_track.data.transforms import (
-        affine_matrix, box_to_center_scale, normalize, warp_crop, xyxy_to_xywh)
+        affine_matrix,
+        box_to_center_scale,
+        normalize,
+        warp_crop,
+        xyxy_to_xywh,
+    )
     from clamp_track.io.store import ResultStore
     from clamp_track.io.video import VideoReader
 

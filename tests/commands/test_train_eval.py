@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import yaml
+
+from clamp_track.cli import main
+from clamp_track.models import create_model, save_checkpoint
+
+
+@pytest.fixture()
+def ap10k(shared_data):
+    return shared_data / "mmpose-tests" / "ap10k"
+
+
+def _tiny_config(tmp_path, ap10k):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({
+        "model": "clamp_tiny_rn50", "clip_weights": None,
+        "data": {"root": str(ap10k), "train": {"annotations": "test_ap10k.json"},
+                 "val": {"annotations": "test_ap10k.json"}},
+        "train": {"epochs": 1, "batch_size": 2, "workers": 0, "progress_bar": False,
+                  "eval": {"flip_test": False}},
+    }))
+    return path
+
+
+def test_train_overrides_and_resume(tmp_path, ap10k, capsys):
+    config = _tiny_config(tmp_path, ap10k)
+    out = tmp_path / "run"
+    assert main(["train", str(config), "train.optim.lr=2e-3", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"{out}: 1 epochs, 1 steps" in printed and "AP50" in printed
+    resolved = yaml.safe_load((out / "config.resolved.yaml").read_text())
+    assert resolved["train"]["optim"]["lr"] == 2e-3
+    assert main(["train", str(config), "-o", str(out)]) == 2
+    assert "holds a run already (last.pt); pass --resume" in capsys.readouterr().err
+    assert main(["train", str(config), "train.epochs=2", "-o", str(out), "--resume"]) == 0
+    with open(out / "log.csv", newline="") as fh:
+        assert [r["epoch"] for r in csv.DictReader(fh)] == ["0", "1"]
+    assert main(["train", str(config), "train.epoch=2"]) == 2
+    assert "unknown key(s) ['epoch']" in capsys.readouterr().err
+
+
+def test_eval_weights_and_its_predictions_agree(tmp_path, ap10k, capsys):
+    weights = save_checkpoint(create_model("clamp_tiny_rn50"), tmp_path / "tiny.pt")
+    ann = ap10k / "test_ap10k.json"
+    assert main(["eval", "--weights", str(weights), "--data", str(ann), "--images", str(ap10k),
+                 "--json", str(tmp_path / "m.json"), "--save-predictions",
+                 str(tmp_path / "res.json"), "--workers", "0", "--device", "cpu"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["AP", "AP50", "AP75", "APM", "APL", "AR", "PCK@0.05", "PCK@0.1"]
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert {"AP", "AP50", "AP75", "APM", "APL", "AR"} <= set(metrics)
+    assert main(["eval", "--predictions", str(tmp_path / "res.json"), "--data", str(ann),
+                 "--json", str(tmp_path / "p.json")]) == 0
+    again = json.loads((tmp_path / "p.json").read_text())
+    assert again == {k: metrics[k] for k in ("AP", "AP50", "AP75", "APM", "APL", "AR")}
+
+
+def test_eval_ground_truth_predictions_score_one(tmp_path, ap10k, capsys):
+    ann = ap10k / "test_ap10k.json"
+    gt = json.loads(ann.read_text())
+    results = [{"image_id": a["image_id"], "category_id": a["category_id"],
+                "keypoints": a["keypoints"], "score": 1.0} for a in gt["annotations"]]
+    (tmp_path / "gt_res.json").write_text(json.dumps(results))
+    assert main(["eval", "--predictions", str(tmp_path / "gt_res.json"), "--data", str(ann),
+                 "--keypoints", "ap10k", "--json", str(tmp_path / "m.json")]) == 0
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["AP"] == pytest.approx(1.0) and metrics["APM"] == -1.0
+    assert "100.0" in capsys.readouterr().out
+
+
+def test_eval_user_errors_are_one_line(tmp_path, ap10k, capsys):
+    ann = ap10k / "test_ap10k.json"
+    assert main(["eval", "--weights", "x.pt", "--data", str(ann)]) == 2
+    assert "--weights needs --images" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text(json.dumps([{"image_id": 4, "keypoints": [1, 2, 3],
+                                                    "score": 1}]))
+    assert main(["eval", "--predictions", str(tmp_path / "bad.json"), "--data", str(ann)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.json: result 0 has 3 keypoint values" in err and err.count("\n") == 1
+    assert main(["eval", "--predictions", str(tmp_path / "none.json"), "--data", str(ann)]) == 2
+    assert "none.json: results file not found" in capsys.readouterr().err
