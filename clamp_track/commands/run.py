@@ -31,6 +31,8 @@ def add_parser(sub) -> None:
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
     p.add_argument("--batch-size", type=int, help="crops per pose forward pass")
     p.add_argument("--no-flip-test", action="store_true", help="skip the flipped-crop pass")
+    p.add_argument("--decoder", choices=["auto", "pyav", "decord"],
+                   help="video decoder (default auto = PyAV: bounded memory)")
     p.add_argument("--start", type=int, help="first frame (0-based)")
     p.add_argument("--end", type=int, help="one past the last frame")
     p.add_argument("--export", help="comma list of csv,dlc,video,plot (default csv,dlc)")
@@ -52,6 +54,7 @@ def build_config(args: argparse.Namespace):
     flags = {
         "pose_model": args.pose_model, "pose_weights": args.pose_weights,
         "keypoints": args.keypoints, "start": args.start, "end": args.end,
+        "decoder": args.decoder,
         "detect": {"name": args.detector, "model": args.detector_model,
                    "checkpoint": args.detector_checkpoint, "boxes": args.boxes,
                    "every": args.detect_every},

@@ -95,6 +95,8 @@ class RunConfig:
         start: First frame.
         end: One past the last frame (``None``: to the end).
         chunk: Frames per decode/pose/commit step (also the resume granularity).
+        decoder: Video decoder: ``auto`` (PyAV, bounded memory) or ``decord`` (see
+            ``clamp_track.io.video``).
         detect: Detector settings.
         tracker: Tracker settings.
         pose: Pose-stage settings.
@@ -108,6 +110,7 @@ class RunConfig:
     start: int = 0
     end: int | None = None
     chunk: int = 8
+    decoder: str = "auto"
     detect: DetectConfig = field(default_factory=DetectConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     pose: PoseConfig = field(default_factory=PoseConfig)
@@ -317,7 +320,7 @@ def _process(video: Path, end: int, store: ResultStore, state: dict, cfg: RunCon
     total, first = end - cfg.start, state["next"]
     t0 = time.perf_counter()
     chunk: list[Frame] = []
-    with VideoReader(video, start=first, end=end) as reader:
+    with VideoReader(video, start=first, end=end, backend=cfg.decoder) as reader:
         frames = iter(reader)
         while True:
             with timer("decode"):  # time spent waiting for the decoding thread
