@@ -63,7 +63,8 @@ def config(model: str, boxes: Path):
     from clamp_track.pipelines.run import DetectConfig, RunConfig
     from clamp_track.pipelines.smoother import SmootherConfig
 
-    return RunConfig(pose_model=model, detect=DetectConfig(name="file", boxes=str(boxes)),
+    return RunConfig(pose_model=model, pose_weights=None,  # random weights: speed only
+                     detect=DetectConfig(name="file", boxes=str(boxes)),
                      smoother=SmootherConfig(min_confidence=1e-12), exports=("csv", "dlc"))
 
 

@@ -88,12 +88,66 @@ def cached_pose_weights() -> dict[str, Path]:
     return {p.stem: p for p in sorted(folder.glob("*.pt"))} if folder.is_dir() else {}
 
 
-def resolve_pose_weights(spec: str | os.PathLike) -> Path:
-    """A pose-weights path or cached name -> the file to load.
+def _index_path() -> Path:
+    return cache_dir() / "pose" / "index.json"
+
+
+def pose_weights_index() -> dict[str, dict]:
+    """What the cached pose checkpoints are: ``{name: {"variant", "keypoints"}}``."""
+    import json
+
+    try:
+        index = json.loads(_index_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    cached = cached_pose_weights()
+    return {name: entry for name, entry in index.items() if name in cached}
+
+
+def default_pose_weights(variant: str, keypoints: str = "ap10k") -> Path:
+    """The cached official checkpoint for ``variant`` (fetched once if online).
+
+    Raises:
+        CheckpointError: When none is cached and the release cannot be downloaded.
+    """
+    def find():
+        for name, entry in sorted(pose_weights_index().items()):
+            if entry.get("variant") == variant and entry.get("keypoints") == keypoints:
+                return cached_pose_weights()[name]
+        return None
+
+    path = find()
+    if path is None:
+        log.info("no cached %s weights for %s: fetching the official CLAMP release", variant,
+                 keypoints)
+        try:
+            fetch("clamp-official")
+        except CheckpointError as exc:
+            raise CheckpointError(
+                f"no {variant} weights for {keypoints} in {cache_dir() / 'pose'} and the "
+                f"official release could not be fetched ({exc}); pass --pose-weights FILE "
+                "(or --pose-weights none for an untrained model)"
+            ) from None
+        path = find()
+    if path is None:
+        raise CheckpointError(f"the official CLAMP release has no {variant} weights for "
+                              f"{keypoints}; pass --pose-weights FILE")
+    return path
+
+
+def resolve_pose_weights(spec: str | os.PathLike, variant: str | None = None) -> Path:
+    """A pose-weights path, cached name or ``"auto"`` -> the file to load.
+
+    Args:
+        spec: A checkpoint file, the name of a cached checkpoint, or ``"auto"`` (the official
+            AP-10K weights of ``variant``).
+        variant: Model variant, for ``"auto"``.
 
     Raises:
         CheckpointError: For a name that is neither a file nor cached, saying how to fetch it.
     """
+    if str(spec) == "auto":
+        return default_pose_weights(variant or "clamp_rn50")
     path = Path(spec)
     if path.is_file():
         return path
@@ -145,10 +199,21 @@ def fetch_pose_archive(url: str, name: str) -> list[Path]:
             save_checkpoint(model, target, origin=ckpt.source,
                             extra={"fetched_from": url, "file": file.name})
             log.info("%s -> %s (%s, %s)", file.name, target, ckpt.variant, ckpt.keypoints.name)
+            _add_to_index(target.stem, ckpt.variant, ckpt.keypoints.name)
             written.append(target)
     if not written:
         raise CheckpointError(f"{url}: the download holds no checkpoints (.pth/.pt)")
     return written
+
+
+def _add_to_index(name: str, variant: str | None, keypoints: str) -> None:
+    import json
+
+    from clamp_track.config import atomic_write_text
+
+    index = pose_weights_index()
+    index[name] = {"variant": variant, "keypoints": keypoints}
+    atomic_write_text(_index_path(), json.dumps(index, indent=1, sort_keys=True))
 
 
 def _download(url: str, target: Path, name: str) -> None:

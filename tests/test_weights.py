@@ -30,6 +30,19 @@ def test_fetching_an_archive_converts_every_checkpoint(golden_dir, tmp_path, cac
     assert create_model(weights=resolve_pose_weights("rn50_tiny_ap10k")).keypoints.name == "ap10k"
     assert main(["weights", "list"]) == 0
     assert "vit_tiny_ap10k" in capsys.readouterr().out
+    # "auto" finds the official weights of a variant through the cache index
+    assert resolve_pose_weights("auto", "clamp_tiny_vitb16") == written[1]
+
+
+def test_auto_weights_offline_say_what_to_do(cache, monkeypatch):
+    import clamp_track.weights as weights
+
+    def offline(name):
+        raise CheckpointError("cannot download clamp-official (URLError)")
+
+    monkeypatch.setattr(weights, "fetch", offline)
+    with pytest.raises(CheckpointError, match="--pose-weights FILE.*none"):
+        resolve_pose_weights("auto", "clamp_rn50")
 
 
 def test_unknown_or_unreachable_weights_explain_what_to_do(tmp_path, cache):

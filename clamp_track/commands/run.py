@@ -21,7 +21,9 @@ def add_parser(sub) -> None:
     p.add_argument("-o", "--out-dir", help="output folder (default: beside each video)")
     p.add_argument("--config", help="YAML with RunConfig settings")
     p.add_argument("--pose-model", help="model variant, e.g. clamp_rn50, clamp_vitb16")
-    p.add_argument("--pose-weights", help="checkpoint file (ours or official) or cached name")
+    p.add_argument("--pose-weights",
+                   help="checkpoint file (ours or official), cached name, 'auto' (default: the "
+                   "official weights of --pose-model, fetched once) or 'none' (untrained)")
     p.add_argument("--keypoints", help="keypoint set for random weights (testing)")
     p.add_argument("--detector", choices=["torchvision", "mmdet", "file", "motion"])
     p.add_argument("--detector-model", help="torchvision: fast|accurate|MODEL; mmdet: CONFIG")
@@ -66,6 +68,9 @@ def build_config(args: argparse.Namespace):
     if args.video_out:
         flags["exports"] = sorted({*(flags.get("exports") or data.get("exports")
                                      or ["csv", "dlc"]), "video"})
+    if str(flags.get("pose_weights")).lower() == "none":
+        flags["pose_weights"] = None
+        data["pose_weights"] = None
     data = merge(data, _drop_none(flags))
     data = merge(data, parse_overrides(args.set))
     if data.get("detect", {}).get("boxes") and "name" not in data.get("detect", {}):

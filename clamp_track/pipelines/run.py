@@ -90,7 +90,9 @@ class RunConfig:
 
     Attributes:
         pose_model: Model variant (see ``clamp_track.models.list_models``).
-        pose_weights: Checkpoint path or cached weights name; ``None`` = random weights (tests).
+        pose_weights: ``"auto"`` (the official AP-10K weights of ``pose_model``, fetched once
+            and cached), a checkpoint file (ours or official), a cached weights name, or
+            ``None`` for an untrained model (tests).
         keypoints: Keypoint set for random weights (checkpoints carry their own).
         start: First frame.
         end: One past the last frame (``None``: to the end).
@@ -105,7 +107,7 @@ class RunConfig:
     """
 
     pose_model: str = "clamp_rn50"
-    pose_weights: str | None = None
+    pose_weights: str | None = "auto"
     keypoints: str | None = None
     start: int = 0
     end: int | None = None
@@ -187,7 +189,7 @@ class Models:
         if cfg.pose_weights:
             from clamp_track.weights import resolve_pose_weights
 
-            weights = resolve_pose_weights(cfg.pose_weights)
+            weights = resolve_pose_weights(cfg.pose_weights, cfg.pose_model)
         model = create_model(None if weights else cfg.pose_model, weights=weights,
                              keypoints=None if weights else cfg.keypoints)
         self.pose = PoseEstimator(model, cfg.pose)

@@ -46,7 +46,7 @@ def cows(shared_data, tmp_path_factory):
 
 
 def _cfg(boxes, **kw) -> RunConfig:
-    base = dict(pose_model="clamp_tiny_rn50", chunk=8,
+    base = dict(pose_model="clamp_tiny_rn50", pose_weights=None, chunk=8,
                 detect=DetectConfig(name="file", boxes=str(boxes)),
                 tracker=TrackerConfig(min_track_length=5), smoother=SMOOTHER,
                 exports=("csv", "dlc"))
@@ -173,7 +173,8 @@ def test_bad_inputs_fail_with_clear_messages_and_leave_nothing(cows, models, tmp
 def _motion_cfg(**kw) -> RunConfig:
     from clamp_track.pipelines.pose import PoseConfig
 
-    return RunConfig(pose_model="clamp_tiny_rn50", detect=DetectConfig(name="motion"),
+    return RunConfig(pose_model="clamp_tiny_rn50", pose_weights=None,
+                     detect=DetectConfig(name="motion"),
                      pose=PoseConfig(flip_test=False), smoother=SMOOTHER, **kw)
 
 
