@@ -38,6 +38,9 @@ def compare(backbone: str, batch: int, repeats: int, device) -> tuple[float, flo
     clamp = create_model(f"clamp_{backbone}").to(device)
     base = create_model(f"simplebaseline_{backbone}").to(device)
     images = torch.randn(batch, 3, 256, 256, device=device)
+    if backbone == "rn50":  # as the pipeline runs convolution backbones
+        clamp, base = (m.to(memory_format=torch.channels_last) for m in (clamp, base))
+        images = images.contiguous(memory_format=torch.channels_last)
     for model in (clamp, base):  # warm-up (and CLAMP's text cache)
         time_once(model, images, device)
     t_clamp, t_base, t_uncached = [], [], []
