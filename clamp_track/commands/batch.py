@@ -107,9 +107,12 @@ def main(args: argparse.Namespace) -> int:
                            summary=str(summary))
     except ValueError as exc:
         raise InputError(str(exc)) from None
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     bar = _BatchBar(len(tasks))
     try:
-        results = run_batch(tasks, bcfg, progress=bar.update)
+        with logging_redirect_tqdm():  # warnings print above the bar, not through it
+            results = run_batch(tasks, bcfg, progress=bar.update)
     except KeyboardInterrupt:
         bar.close()
         print(f"stopped; {summary} lists what is done. Run the same command again to "

@@ -541,6 +541,16 @@ def _dask_task(task: VideoTask, setup: WorkerSetup, name: str) -> VideoResult:
     return process_video(task, _DaskChannel(name))
 
 
+def _ignore_sigint() -> None:
+    """Leave Ctrl+C to the driver, which stops the tasks at a chunk (run in each worker)."""
+    import signal
+
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the worker's main thread: nothing to protect
+        pass
+
+
 class DaskBackend:
     """Tasks on a Dask cluster: a new ``LocalCluster`` or an existing scheduler."""
 
@@ -562,6 +572,8 @@ class DaskBackend:
                 f"{address}: cannot reach the Dask scheduler ({exc}); start it with `dask "
                 f"scheduler` and workers with `dask worker {address}`, or use --dask local"
             ) from None
+        if self.cluster is not None:  # its workers share our terminal, and so its Ctrl+C
+            self.client.register_worker_callbacks(setup=_ignore_sigint)
         self.name = f"clamp-track-{uuid.uuid4().hex[:12]}"
         self._setup = setup
         self._events: queue.SimpleQueue = queue.SimpleQueue()
@@ -647,9 +659,12 @@ class _Tally:
         self.t0 = time.perf_counter()
         self.running: dict[str, tuple[int, int]] = {}  # video -> (done, total) frames
         self.finished: list[VideoResult] = []
+        self.ended: set[str] = set()  # videos with a final result
 
     def event(self, event: tuple) -> None:
         kind, video = event[0], event[1]
+        if video in self.ended:  # events travel apart from results and may trail them
+            return
         if kind == "start":
             self.running[video] = (int(event[2]), 0)
         elif kind == "chunk":
@@ -659,6 +674,7 @@ class _Tally:
 
     def result(self, result: VideoResult) -> None:
         self.running.pop(result.video, None)
+        self.ended.add(result.video)
         if result.status == "skipped":  # completed elsewhere since the batch started
             self.skipped += 1
             self.todo -= 1
