@@ -136,10 +136,10 @@ def _quiet_dask() -> None:
 
 
 def _counts(results) -> str:
-    counts: dict[str, int] = {}
+    counts = {s: 0 for s in ("done", "skipped", "failed", "interrupted", "pending")}
     for r in results:
-        counts[r.status] = counts.get(r.status, 0) + 1
-    return f"{len(results)} videos: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+        counts[r.status] += 1
+    return f"{len(results)} videos: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
 
 
 class _BatchBar:
