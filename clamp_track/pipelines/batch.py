@@ -631,9 +631,10 @@ def machine_plan(cfg: RunConfig, workers: int | None = None, n_videos: int | Non
     """Workers and per-worker settings for this machine.
 
     One worker per GPU when the pose model may use CUDA (``device`` ``auto`` or ``cuda``);
-    otherwise ``min(4, cores)`` CPU workers (2 CPU workers process videos ~1.6x as fast as one
-    with both cores on a 2-core machine: the per-video work is partly serial, see
-    ``benchmarks/batch_speed.py``). The cores are divided among the workers' torch threads.
+    otherwise ``min(4, cores)`` CPU workers, never more than there are videos. The cores are
+    divided among the workers' torch threads: on a 2-core machine, 2 workers x 1 thread did
+    2.4x the videos/hour of 1 worker x 2 threads (``benchmarks/batch_speed.py``), as much of
+    a video's work is serial.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
         os.cpu_count() or 1)
