@@ -630,17 +630,17 @@ def machine_plan(cfg: RunConfig, workers: int | None = None, n_videos: int | Non
                  ) -> tuple[int, WorkerSetup]:
     """Workers and per-worker settings for this machine.
 
-    One worker per GPU when the pose model may use CUDA (``device`` ``auto`` or ``cuda``);
-    otherwise ``min(4, cores)`` CPU workers, never more than there are videos. The cores are
-    divided among the workers' torch threads: on a 2-core machine, 2 workers x 1 thread did
-    2.4x the videos/hour of 1 worker x 2 threads (``benchmarks/batch_speed.py``), as much of
-    a video's work is serial.
+    One worker per GPU when the pose model may use CUDA (``device`` ``auto`` or ``cuda``;
+    one for an explicit ``cuda:N``); otherwise ``min(4, cores)`` CPU workers; never more than
+    there are videos. The cores are divided among the workers' torch threads: on a 2-core
+    machine, 2 workers x 1 thread did 2.4x the videos/hour of 1 worker x 2 threads
+    (``benchmarks/batch_speed.py``), as much of a video's work is serial.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
         os.cpu_count() or 1)
     gpus = _gpu_count() if cfg.pose.device in ("auto", "cuda") else 0
-    if workers is None:
-        workers = gpus or min(4, cores)
+    if workers is None:  # an explicit cuda:N is one GPU for all: one worker
+        workers = 1 if cfg.pose.device.startswith("cuda:") else gpus or min(4, cores)
     workers = max(1, min(workers, n_videos or workers))
     return workers, WorkerSetup(threads=max(1, cores // workers), gpus=gpus)
 
@@ -702,7 +702,8 @@ def run_batch(tasks: Sequence[VideoTask], bcfg: BatchConfig = BatchConfig(),
 
     Videos whose store is complete (with the same settings) are skipped without a worker.
     The summary file (``bcfg.summary``) is rewritten as videos finish and at the end, also
-    after Ctrl+C.
+    after Ctrl+C. The local pool spawns its worker processes, so scripts must call this under
+    ``if __name__ == "__main__":``.
 
     Args:
         tasks: From :func:`plan_tasks`.
@@ -811,15 +812,26 @@ class _Driver:
         task = self.tasks[i]
         out = self.backend.outcome(future, task)
         if isinstance(out, _Lost):
-            started = self.tally.running.pop(str(task.video), None) is not None
-            self.attempts[i] = self.attempts.get(i, 0) + started
-            if resubmit and self.attempts[i] <= self.bcfg.retries:
-                log.warning("%s: %s; trying again", task.video, out.reason)
-                self.running[self.backend.submit(task)] = i
+            out = self._retry(i, out) if resubmit else _interrupted(task)
+            if out is None:
                 return
-            out = _failed(task, f"{out.reason}; gave up after {self.attempts[i]} attempts")
         self.results[i] = out
         self.tally.result(out)
+
+    def _retry(self, i: int, lost: _Lost) -> VideoResult | None:
+        """Submit a lost task again unless it used up its retries (``None`` if resubmitted).
+
+        Only attempts that started count: a broken local pool also loses its queued tasks.
+        """
+        task = self.tasks[i]
+        started = self.tally.running.pop(str(task.video), None) is not None
+        self.attempts[i] = self.attempts.get(i, 0) + started
+        if self.attempts[i] > self.bcfg.retries:
+            return _failed(task, f"{lost.reason}; gave up after {self.attempts[i]} attempts")
+        if started:
+            log.warning("%s: %s; trying again", task.video, lost.reason)
+        self.running[self.backend.submit(task)] = i
+        return None
 
     def _write_summary(self) -> None:
         now = time.perf_counter()

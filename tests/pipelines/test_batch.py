@@ -286,16 +286,21 @@ def test_dask_batch_survives_a_killed_worker(collection, reference, cluster, tmp
     def kill_a_busy_worker(progress):
         if killed or not progress.frames:
             return
-        busy = [addr for addr, keys in client.processing().items()
-                if any(str(k).startswith("clamp-track-") for k in keys)]
+        busy = [(addr, str(k)) for addr, keys in client.processing().items() for k in keys
+                if str(k).startswith("clamp-track-")]
         if busy:
-            pid = client.run(os.getpid, workers=busy[:1])[busy[0]]
+            addr, key = busy[0]
+            pid = client.run(os.getpid, workers=[addr])[addr]
             os.kill(pid, signal.SIGKILL)  # like the kernel's OOM killer
-            killed.append(busy[0])
+            killed.append(key)
 
     bcfg = BatchConfig(dask=cluster[0].scheduler_address)
     results = _by_video(run_batch(tasks, bcfg, progress=kill_a_busy_worker))
     assert killed
+    # the workers' events: the video of the killed task started twice (3 videos, 4 starts)
+    topic = killed[0][:len("clamp-track-") + 12]
+    starts = [msg[1] for _, msg in client.get_events(topic) if msg[0] == "start"]
+    assert len(starts) == 4 and len(set(starts)) == 3
     assert [results[n].status for n in VIDEOS] == ["done"] * 3
     for name in VIDEOS:
         assert_same_store(tmp_path / name.split("/")[0] / f"{name.split('/')[1]}.clamp.sqlite",
@@ -361,3 +366,58 @@ def test_local_pool_matches_run_and_survives_a_killed_worker(collection, referen
         assert results[name].status == "done", results[name].error
         assert_same_store(tmp_path / name.split("/")[0] / f"{name.split('/')[1]}.clamp.sqlite",
                           reference[name])
+
+
+# ------------------------------------------------------------------------------ unit logic
+
+
+def test_machine_plan(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setattr(batch, "_gpu_count", lambda: 0)
+    assert batch.machine_plan(_cfg()) == (4, batch.WorkerSetup(threads=2, gpus=0))
+    assert batch.machine_plan(_cfg(), n_videos=1) == (1, batch.WorkerSetup(threads=8, gpus=0))
+    assert batch.machine_plan(_cfg(), workers=3)[1].threads == 2
+    monkeypatch.setattr(batch, "_gpu_count", lambda: 2)
+    assert batch.machine_plan(_cfg()) == (2, batch.WorkerSetup(threads=4, gpus=2))
+    on_one = _cfg(pose=PoseConfig(device="cuda:1"))
+    assert batch.machine_plan(on_one) == (1, batch.WorkerSetup(threads=8, gpus=0))
+    on_cpu = _cfg(pose=PoseConfig(device="cpu"))
+    assert batch.machine_plan(on_cpu) == (4, batch.WorkerSetup(threads=2, gpus=0))
+
+
+class LosingBackend:
+    """Every task's worker dies; tasks 'start' (send their start event) from a given attempt."""
+
+    def __init__(self, starts_from: int):
+        from concurrent.futures import Future
+
+        self.Future, self.starts_from, self.submitted, self.queue = Future, starts_from, [], []
+
+    def submit(self, task):
+        self.submitted.append(task.video)
+        if len(self.submitted) >= self.starts_from:
+            self.queue.append(("start", str(task.video), 0))
+        future = self.Future()
+        future.set_result(None)
+        return future
+
+    def outcome(self, future, task):
+        return batch._Lost("its worker process died")
+
+    def events(self):
+        out, self.queue = self.queue, []
+        return out
+
+
+@pytest.mark.parametrize("starts_from", [1, 3])
+def test_a_video_whose_worker_keeps_dying_fails_after_its_retries(tmp_path, starts_from):
+    task = VideoTask(tmp_path / "v.mp4", _cfg(), tmp_path)
+    backend = LosingBackend(starts_from)
+    results = [None]
+    driver = batch._Driver(backend, [task], results, batch._Tally(1, 0), BatchConfig(retries=2),
+                           None)
+    driver.run([0])
+    # attempts that never started (a broken pool's queue) do not count against the retries
+    assert len(backend.submitted) == 3 + starts_from - 1
+    assert results[0].status == "failed"
+    assert results[0].error == "its worker process died; gave up after 3 attempts"
