@@ -185,8 +185,8 @@ def plan_tasks(videos: Sequence[tuple[Path, Path | None]], cfg: RunConfig, *,
         The tasks, duplicates of a video dropped.
 
     Raises:
-        InputError: Two videos would write the same store, or one MOT boxes file is given
-            for several videos.
+        InputError: Two videos would write the same files (same stem, same output folder),
+            or one MOT boxes file is given for several videos.
     """
     tasks, seen, stores = [], set(), {}
     for video, out in videos:
@@ -195,9 +195,11 @@ def plan_tasks(videos: Sequence[tuple[Path, Path | None]], cfg: RunConfig, *,
             continue
         seen.add(key)
         task = VideoTask(Path(video), video_config(cfg, Path(video)), out, overwrite)
-        other = stores.setdefault(os.path.abspath(task.store), task.video)
+        # exports are named by the stem: a.mp4 and a.avi would share a.clamp.csv
+        outputs = task.store.parent / task.video.stem
+        other = stores.setdefault(os.path.abspath(outputs), task.video)
         if other != task.video:
-            raise InputError(f"{other} and {task.video} would both write {task.store}; give "
+            raise InputError(f"{other} and {task.video} would both write {outputs}.*; give "
                              "them separate output folders (their own -o DIR) or rename one")
         tasks.append(task)
     _check_shared_boxes(cfg, len(tasks))

@@ -138,6 +138,10 @@ def test_per_video_boxes_and_output_folders(collection, tmp_path):
     shutil.copy(collection / VIDEOS[0], twin)
     with pytest.raises(InputError, match="would both write"):
         plan_tasks([(collection / VIDEOS[0], tmp_path), (twin, tmp_path)], _cfg())
+    other_format = tmp_path / "other" / "cows.avi"  # a different store, the same cows.clamp.csv
+    shutil.copy(collection / VIDEOS[0], other_format)
+    with pytest.raises(InputError, match="would both write"):
+        plan_tasks([(twin, None), (other_format, None)], _cfg())
 
 
 def test_one_mot_file_for_several_videos_is_refused_but_megadetector_json_is_shared(
