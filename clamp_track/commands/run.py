@@ -18,6 +18,17 @@ def add_parser(sub) -> None:
         "config is written next to the outputs.",
     )
     p.add_argument("videos", nargs="+", help="video files or folders (searched recursively)")
+    add_run_options(p)
+    p.add_argument("--resume", action="store_true", help="continue interrupted runs")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing results even if they hold corrections")
+    p.set_defaults(func=main)
+
+
+def add_run_options(p: argparse.ArgumentParser,
+                    boxes_help: str = "boxes file for --detector file (MegaDetector JSON, MOT txt)",
+                    ) -> None:
+    """The options shared by ``run`` and ``batch``: ``-o`` and every :class:`RunConfig` flag."""
     p.add_argument("-o", "--out-dir", help="output folder (default: beside each video)")
     p.add_argument("--config", help="YAML with RunConfig settings")
     p.add_argument("--pose-model", help="model variant, e.g. clamp_rn50, clamp_vitb16")
@@ -28,7 +39,7 @@ def add_parser(sub) -> None:
     p.add_argument("--detector", choices=["torchvision", "mmdet", "file", "motion"])
     p.add_argument("--detector-model", help="torchvision: fast|accurate|MODEL; mmdet: CONFIG")
     p.add_argument("--detector-checkpoint", help="mmdet checkpoint")
-    p.add_argument("--boxes", help="boxes file for --detector file (MegaDetector JSON, MOT txt)")
+    p.add_argument("--boxes", help=boxes_help)
     p.add_argument("--detect-every", type=int, metavar="K", help="detect every K-th frame")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
     p.add_argument("--batch-size", type=int, help="crops per pose forward pass")
@@ -41,16 +52,19 @@ def add_parser(sub) -> None:
     p.add_argument("--video-out", action="store_true", help="also write an annotated video")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="any other setting, e.g. tracker.min_track_length=20")
-    p.add_argument("--resume", action="store_true", help="continue interrupted runs")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace existing results even if they hold corrections")
-    p.set_defaults(func=main)
 
 
 def build_config(args: argparse.Namespace):
     """Defaults <- ``--config`` YAML <- flags, as a validated :class:`RunConfig`."""
-    from clamp_track.config import from_dict, load_yaml, merge, parse_overrides
+    from clamp_track.config import from_dict
     from clamp_track.pipelines.run import RunConfig
+
+    return from_dict(RunConfig, config_data(args), source=args.config or "command line")
+
+
+def config_data(args: argparse.Namespace) -> dict:
+    """The settings of :func:`build_config` as plain data, before validation."""
+    from clamp_track.config import load_yaml, merge, parse_overrides
 
     data = load_yaml(args.config) if args.config else {}
     flags = {
@@ -75,7 +89,7 @@ def build_config(args: argparse.Namespace):
     data = merge(data, parse_overrides(args.set))
     if data.get("detect", {}).get("boxes") and "name" not in data.get("detect", {}):
         data["detect"]["name"] = "file"
-    return from_dict(RunConfig, data, source=args.config or "command line")
+    return data
 
 
 def _drop_none(d: dict) -> dict:

@@ -94,6 +94,9 @@ class RunConfig:
             and cached), a checkpoint file (ours or official), a cached weights name, or
             ``None`` for an untrained model (tests).
         keypoints: Keypoint set for random weights (checkpoints carry their own).
+        seed: Seed of the random weights when ``pose_weights`` is ``None``, so that separate
+            processes (batch workers) build the same model; ``None`` draws from torch's global
+            generator. Ignored with real weights.
         start: First frame.
         end: One past the last frame (``None``: to the end).
         chunk: Frames per decode/pose/commit step (also the resume granularity).
@@ -109,6 +112,7 @@ class RunConfig:
     pose_model: str = "clamp_rn50"
     pose_weights: str | None = "auto"
     keypoints: str | None = None
+    seed: int | None = None
     start: int = 0
     end: int | None = None
     chunk: int = 8
@@ -190,8 +194,9 @@ class Models:
             from clamp_track.weights import resolve_pose_weights
 
             weights = resolve_pose_weights(cfg.pose_weights, cfg.pose_model)
-        model = create_model(None if weights else cfg.pose_model, weights=weights,
-                             keypoints=None if weights else cfg.keypoints)
+        with _seeded(None if weights else cfg.seed):
+            model = create_model(None if weights else cfg.pose_model, weights=weights,
+                                 keypoints=None if weights else cfg.keypoints)
         self.pose = PoseEstimator(model, cfg.pose)
         self._detector = None
         self._detector_key = None
@@ -216,6 +221,19 @@ class Models:
         if self._detector is not None:
             self._detector.close()
         self._detector, self._detector_key = None, None
+
+
+@contextmanager
+def _seeded(seed: int | None):
+    """Draw from a generator seeded with ``seed`` inside the block; the global state is kept."""
+    if seed is None:
+        yield
+        return
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def run_video(
