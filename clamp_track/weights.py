@@ -246,6 +246,27 @@ def _is_torch_zip(path: Path) -> bool:
         return any(n.endswith("data.pkl") for n in z.namelist())
 
 
+def imagenet_resnet_file() -> Path:
+    """The ImageNet ResNet-50 weights, fetched once into the torch hub cache.
+
+    torchvision's ``IMAGENET1K_V1``, which is what mmpose's ``torchvision://resnet50`` is.
+    """
+    import torch
+    import torchvision
+
+    url = torchvision.models.ResNet50_Weights.IMAGENET1K_V1.url
+    path = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+    if not path.is_file():
+        try:
+            torch.hub.download_url_to_file(url, str(path), progress=True)
+        except OSError as exc:
+            raise CheckpointError(
+                f"cannot download the ImageNet ResNet-50 weights ({exc.__class__.__name__}); "
+                f"download {url} and put it at {path}"
+            ) from None
+    return path
+
+
 def _fetch_torchvision(name: str) -> Path:
     import torch
     import torchvision

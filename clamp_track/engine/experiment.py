@@ -31,9 +31,10 @@ from clamp_track.models import (
     PoseModel,
     build_model,
     check_fits,
+    init_pretrained,
     load_checkpoint,
 )
-from clamp_track.models.registry import CLIP_ARCH, get_config
+from clamp_track.models.registry import get_config
 from clamp_track.skeleton import KeypointSet
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,8 @@ class TrainConfig:
     Attributes:
         description: Free text (which paper row this is).
         model: Variant name (``clamp_rn50``, ``simplebaseline_vitb16``, ...).
-        clip_weights: Initialise from CLIP: ``"openai"`` or a file; None: random init.
+        clip_weights: Pretrained initialisation: ``"openai"`` (CLIP), ``"imagenet"`` (the
+            ImageNet SimpleBaseline) or a file; None: random init (see ``init_pretrained``).
         weights: Start from this clamp-track/official checkpoint instead (fine-tuning).
         model_overrides: Loss weights / prompt encoder for ablations.
         data: The COCO files.
@@ -176,14 +178,7 @@ def build_training_model(cfg: TrainConfig, keypoints: KeypointSet) -> PoseModel:
     config = cfg.model_overrides.apply(get_config(cfg.model))
     model = build_model(config, keypoints)
     if cfg.clip_weights is not None:
-        from clamp_track.models.clip_weights import load_clip_weights
-
-        path = cfg.clip_weights
-        if path == "openai":
-            from clamp_track.weights import clip_weights_file
-
-            path = clip_weights_file(CLIP_ARCH[config.backbone.kind], "openai")
-        load_clip_weights(model, path)
+        init_pretrained(model, cfg.clip_weights)
     return model
 
 

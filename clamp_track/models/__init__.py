@@ -32,7 +32,7 @@ from clamp_track.skeleton import KeypointSet, get_keypoint_set
 __all__ = [
     "BackboneConfig", "Checkpoint", "Clamp", "ModelConfig", "PoseModel", "SimpleBaseline",
     "TextConfig", "build_model", "create_model", "decode_heatmaps", "flip_back",
-    "generate_targets", "list_models", "load_checkpoint", "save_checkpoint",
+    "generate_targets", "init_pretrained", "list_models", "load_checkpoint", "save_checkpoint",
 ]
 
 
@@ -53,9 +53,10 @@ def create_model(
         keypoints: Keypoint set (``"ap10k"``, ``"animalpose"``, a file, or a ``KeypointSet``).
             Default: the checkpoint's, else AP-10K. For official checkpoints it names the set
             the weights were trained for.
-        clip_weights: Initialise the image (and text) tower from CLIP: ``"openai"`` (fetched
-            and cached by open_clip) or the path of a CLIP file (``RN50.pt``, ``ViT-B-16.pt``).
-            Ignored when ``weights`` is given.
+        clip_weights: Initialise the image (and text) tower from pretrained weights:
+            ``"openai"`` (CLIP, fetched and cached by open_clip), ``"imagenet"`` (for the
+            ImageNet SimpleBaseline) or a file; see :func:`init_pretrained`. Ignored when
+            ``weights`` is given.
 
     Returns:
         The model in eval mode, on the CPU.
@@ -87,12 +88,41 @@ def create_model(
     config = get_config(name)
     model = build_model(config, kp or get_keypoint_set("ap10k"))
     if clip_weights is not None:
-        from clamp_track.models.clip_weights import load_clip_weights
-
-        path = clip_weights
-        if str(clip_weights) == "openai":
-            from clamp_track.weights import clip_weights_file
-
-            path = clip_weights_file(CLIP_ARCH[config.backbone.kind], "openai")
-        load_clip_weights(model, path)
+        init_pretrained(model, clip_weights)
     return model.eval()
+
+
+def init_pretrained(model: PoseModel, spec: str | os.PathLike) -> None:
+    """Initialise a fresh model's backbone (and CLAMP's text encoder) from pretrained weights.
+
+    Args:
+        model: A model from :func:`build_model`.
+        spec: ``"openai"`` (CLIP, fetched and cached by open_clip), ``"imagenet"``
+            (torchvision's ImageNet ResNet-50, for ``simplebaseline_rn50_imagenet``), or the
+            path of such a file (a CLIP ``RN50.pt``/``ViT-B-16.pt``, or a torchvision
+            state dict).
+    """
+    import torch
+
+    from clamp_track.models.clip_weights import load_clip_weights
+
+    kind = model.config.backbone.kind
+    if kind == "imagenet_resnet":
+        path = spec
+        if str(spec) in ("imagenet", "openai"):
+            from clamp_track.weights import imagenet_resnet_file
+
+            path = imagenet_resnet_file()
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        missing, unexpected = model.backbone.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise CheckpointError(f"{path}: not torchvision ResNet-50 weights "
+                                  f"(missing {missing[:2]}, unexpected {unexpected[:2]})")
+        return
+    path = spec
+    if str(spec) == "openai":
+        from clamp_track.weights import clip_weights_file
+
+        path = clip_weights_file(CLIP_ARCH[kind], "openai")
+    load_clip_weights(model, path)

@@ -169,10 +169,40 @@ class ViTBackbone(VisionTransformer):
         return x + stochastic_depth(mlp, drop, "row", self.training)
 
 
+class ImageNetResNetBackbone(nn.Module):
+    """torchvision's ResNet-50 (the ImageNet SimpleBaseline of the paper's tables).
+
+    The same module names as torchvision, so ``ResNet50_Weights.IMAGENET1K_V1`` (what mmpose's
+    ``torchvision://resnet50`` is) loads directly; no dense output (no language parts).
+    """
+
+    def __init__(self, cfg: BackboneConfig, dense: bool = False):
+        super().__init__()
+        if dense:
+            raise ValueError("the ImageNet ResNet has no dense projected features: "
+                             "use it for a SimpleBaseline only")
+        from torchvision.models.resnet import Bottleneck, ResNet
+
+        net = ResNet(Bottleneck, list(cfg.layers))
+        for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"):
+            setattr(self, name, getattr(net, name))
+
+    def forward(self, x: torch.Tensor) -> BackboneOutput:
+        """Run the tower on (B, 3, H, W) normalised images."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        features = []
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            x = layer(x)
+            features.append(x)  # layer4: (B, 2048, H/32, W/32)
+        return BackboneOutput(features, None, None)
+
+
 def build_backbone(cfg: BackboneConfig, dense: bool = True) -> nn.Module:
     """Build the image tower of ``cfg``; ``dense=False`` drops the pool/projection (baseline)."""
     if cfg.kind == "resnet":
         return ResNetBackbone(cfg, dense)
     if cfg.kind == "vit":
         return ViTBackbone(cfg, dense)
+    if cfg.kind == "imagenet_resnet":
+        return ImageNetResNetBackbone(cfg, dense)
     raise ValueError(f"unknown backbone kind {cfg.kind!r}")

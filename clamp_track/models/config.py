@@ -19,7 +19,8 @@ class BackboneConfig:
     """A CLIP image tower.
 
     Attributes:
-        kind: ``"resnet"`` (open_clip ``ModifiedResNet``) or ``"vit"`` (``VisionTransformer``).
+        kind: ``"resnet"`` (open_clip ``ModifiedResNet``), ``"vit"`` (``VisionTransformer``) or
+            ``"imagenet_resnet"`` (torchvision's ResNet, for the ImageNet SimpleBaseline).
         width: ResNet stem width (64 for RN50) or ViT token width (768 for ViT-B).
         layers: Bottleneck blocks per ResNet stage, or ``(n_blocks,)`` for a ViT.
         heads: Attention heads (of the ResNet attention pool, or of every ViT block).
@@ -30,7 +31,7 @@ class BackboneConfig:
         image_size: Square input size the positional embeddings are stored for.
     """
 
-    kind: Literal["resnet", "vit"]
+    kind: Literal["resnet", "vit", "imagenet_resnet"]
     width: int
     layers: tuple[int, ...]
     heads: int
@@ -43,12 +44,12 @@ class BackboneConfig:
     @property
     def feature_channels(self) -> int:
         """Channels of the map concatenated with the score map (layer4 or last block)."""
-        return self.width * 32 if self.kind == "resnet" else self.width
+        return self.width if self.kind == "vit" else self.width * 32
 
     @property
     def stride(self) -> int:
         """Input pixels per cell of the feature map."""
-        return 32 if self.kind == "resnet" else self.patch_size
+        return self.patch_size if self.kind == "vit" else 32
 
     @property
     def grid(self) -> int:

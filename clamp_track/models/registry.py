@@ -50,12 +50,17 @@ VARIANTS: dict[str, ModelConfig] = {
         decoder_width=32, head_channels=(16, 16), upconv_channels=(0, 0),
     ),
 }
+VARIANTS["simplebaseline_rn50_imagenet"] = replace(
+    VARIANTS["simplebaseline_rn50"],
+    backbone=BackboneConfig(kind="imagenet_resnet", width=64, layers=(3, 4, 6, 3), heads=0,
+                            output_dim=0),
+)
 VARIANTS["simplebaseline_tiny_rn50"] = replace(
     VARIANTS["clamp_tiny_rn50"], arch="simplebaseline", text=None, spatial_weight=0.0,
     feature_weight=0.0,
 )
 
-#: The CLIP model each backbone is initialised from (open_clip names).
+#: The CLIP model each CLIP backbone is initialised from (open_clip names).
 CLIP_ARCH = {"resnet": "RN50", "vit": "ViT-B-16"}
 
 

@@ -99,3 +99,25 @@ def test_unknown_model_lists_known_ones():
 
     with pytest.raises(ClampTrackError, match="clamp_rn50"):
         create_model("clamp_rn51")
+
+
+def test_imagenet_simplebaseline_loads_torchvision_weights(tmp_path):
+    """The ImageNet SimpleBaseline takes torchvision ResNet-50 weights (no classifier)."""
+    import torchvision
+
+    from clamp_track.models import init_pretrained
+
+    reference = torchvision.models.resnet50().eval()  # stands in for IMAGENET1K_V1
+    path = tmp_path / "resnet50.pth"
+    torch.save(reference.state_dict(), path)
+    model = create_model("simplebaseline_rn50_imagenet")
+    init_pretrained(model, path)
+    assert torch.equal(model.backbone.layer4[2].conv3.weight, reference.layer4[2].conv3.weight)
+    model.eval()
+    x = torch.randn(1, 3, 256, 256)
+    with torch.no_grad():
+        ours = model.backbone(x).features[-1]
+        stem = reference.maxpool(reference.relu(reference.bn1(reference.conv1(x))))
+        theirs = reference.layer4(reference.layer3(reference.layer2(reference.layer1(stem))))
+    torch.testing.assert_close(ours, theirs)
+    assert model(x)["heatmaps"].shape == (1, 17, 64, 64)
