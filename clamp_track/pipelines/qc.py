@@ -308,12 +308,24 @@ class ReviewQueue:
     Args:
         suspects: Events, most suspicious first (as :func:`find_suspects` returns them).
         reasons: Only keep these kinds (None: all).
+        visited: Keys (:meth:`key`) of events already looked at; shared, so the marks survive
+            a recomputation after an edit.
     """
 
-    def __init__(self, suspects: list[Suspect], reasons: set[Reason] | None = None):
+    def __init__(self, suspects: list[Suspect], reasons: set[Reason] | None = None,
+                 visited: set[tuple] | None = None):
         self.items = [s for s in suspects if reasons is None or s.reason in reasons]
         self.cursor = -1  # index of the item shown last; -1 before the first
-        self.visited: set[int] = set()
+        self.visited: set[tuple] = set() if visited is None else visited
+
+    @staticmethod
+    def key(suspect: Suspect) -> tuple:
+        """What identifies an event across recomputations (for the visited marks)."""
+        return suspect.frame, suspect.track, suspect.reason
+
+    def is_visited(self, index: int) -> bool:
+        """Whether the user has been to item ``index``."""
+        return self.key(self.items[index]) in self.visited
 
     def __len__(self) -> int:
         return len(self.items)
@@ -323,7 +335,7 @@ class ReviewQueue:
         if not 0 <= index < len(self.items):
             return None
         self.cursor = index
-        self.visited.add(index)
+        self.visited.add(self.key(self.items[index]))
         return self.items[index]
 
     def next(self) -> Suspect | None:

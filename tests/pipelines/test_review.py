@@ -96,7 +96,8 @@ def test_queue_navigation(planted):
     assert queue.previous_in_time(60).frame == 40
     jumps = ReviewQueue(find_suspects(planted), reasons={Reason.JUMP})
     assert [s.frame for s in jumps.items] == [40] and jumps.next().frame == 40
-    assert jumps.next() is None and jumps.visited == {0}
+    assert jumps.next() is None and jumps.is_visited(0)
+    assert jumps.visited == {(40, 1, Reason.JUMP)}
     assert {40, 41, 60, 69, 80}.issubset(set(queue.flagged_frames().tolist()))
 
 
