@@ -9,6 +9,7 @@ they point into ``cv2``, before the application is created.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import sys
@@ -82,6 +83,8 @@ def _route_qt_messages() -> None:
         log.log(logging.DEBUG if quiet else logging.WARNING, "Qt: %s", message)
 
     qInstallMessageHandler(handler)
+    # Qt still logs while the interpreter shuts down; Python code must not run then
+    atexit.register(qInstallMessageHandler, None)
 
 
 def _excepthook(kind, value, tb) -> None:

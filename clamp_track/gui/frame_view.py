@@ -73,13 +73,12 @@ class KeypointItem(QGraphicsEllipseItem):
         self._pressed_at: QPointF | None = None
 
     def mousePressEvent(self, event) -> None:
-        """Select this animal and keypoint; start a drag."""
+        """Start a drag (selection waits for the release: selecting redraws the overlays)."""
         if event.button() != Qt.MouseButton.LeftButton:
             event.ignore()
             return
         self._pressed_at = self.pos()
         self.setCursor(Qt.CursorShape.ClosedHandCursor)
-        self.view.instanceClicked.emit(self.track, self.keypoint)
         event.accept()
 
     def mouseMoveEvent(self, event) -> None:
@@ -96,12 +95,16 @@ class KeypointItem(QGraphicsEllipseItem):
             line.setLine(seg)
 
     def mouseReleaseEvent(self, event) -> None:
-        """Report the move (if any) as one edit."""
+        """Report the move as one edit, or a click (no move) as a selection."""
         start, self._pressed_at = self._pressed_at, None
         self.setCursor(Qt.CursorShape.OpenHandCursor)
-        if start is not None and self.pos() != start:
+        if start is None:
+            return
+        if self.pos() != start:
             self.view.keypointMoved.emit(self.track, self.keypoint, self.pos().x(),
                                          self.pos().y())
+        else:
+            self.view.instanceClicked.emit(self.track, self.keypoint)
 
 
 class FrameView(QGraphicsView):

@@ -335,7 +335,7 @@ class MainWindow(QMainWindow):
     # ================================================================== opening
     def report_error(self, title: str, message: str) -> None:
         """Show a one-line problem (or collect it when not interactive)."""
-        log.info("%s: %s", title, message)
+        log.debug("%s: %s", title, message)
         if self.interactive:
             dialogs.show_error(self, title, message)
         else:
