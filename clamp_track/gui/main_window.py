@@ -78,6 +78,7 @@ class MainWindow(QMainWindow):
         self.video_times: np.ndarray | None = None
         self.overlays = Overlays()
         self.tasks: list[TaskWorker] = []
+        self.progress_dialog: dialogs.ProgressDialog | None = None  # of the last task started
         self._shown_frame: int | None = None  # the frame whose image is on screen
         self._speed = SPEEDS.index(1.0)
         self.play_timer = QTimer(self)
@@ -860,7 +861,7 @@ class MainWindow(QMainWindow):
             f"{title}: {message}", 10000))
         worker.finished.connect(lambda: self.tasks.remove(worker))
         self.tasks.append(worker)
-        dialog = dialogs.ProgressDialog(worker, title, self)
+        dialog = self.progress_dialog = dialogs.ProgressDialog(worker, title, self)
         if self.interactive:
             dialog.show()
         worker.start()
