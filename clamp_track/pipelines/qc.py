@@ -149,12 +149,11 @@ def _track_flags(data: ReviewData, track: int, cfg: QCConfig) -> list[_Flags]:
 def _diagonals(boxes: np.ndarray) -> np.ndarray:
     """(T,) box diagonals in pixels, at least 1."""
     wh = boxes[:, 2:] - boxes[:, :2]
-    return np.maximum(np.hypot(wh[:, 0], wh[:, 1]), 1.0)
+    return np.maximum(np.hypot(wh[:, 0], wh[:, 1]), np.float32(1.0))
 
 
 def _low_confidence(frames, conf, track: int, cfg: QCConfig) -> _Flags:
-    with np.errstate(invalid="ignore"):
-        mean = np.nanmean(conf, axis=1) if conf.shape[1] else np.ones(len(frames))
+    mean = conf.mean(axis=1) if conf.shape[1] else np.ones(len(frames))
     mean = np.nan_to_num(mean, nan=0.0)
     low = mean < cfg.low_confidence
     scores = 1.0 + (cfg.low_confidence - mean[low]) / max(cfg.low_confidence, 1e-9)
@@ -172,11 +171,11 @@ def _steps(frames: np.ndarray) -> np.ndarray:
 
 def _jumps(data, frames, xy, conf, diag, track: int, cfg: QCConfig) -> _Flags:
     step = _steps(frames)
-    moved = np.full(conf.shape, np.nan)  # (T, K) displacement from the previous frame
-    moved[1:] = np.linalg.norm(xy[1:] - xy[:-1], axis=-1) / diag[1:, None]
-    weight = np.ones(conf.shape)
+    moved = np.zeros(conf.shape, np.float32)  # (T, K) displacement from the previous frame
+    moved[1:] = _dist(xy[1:], xy[:-1]) / diag[1:, None]
+    weight = np.ones(conf.shape, np.float32)
     weight[1:] = 0.5 + 0.5 * np.clip(np.minimum(conf[1:], conf[:-1]), 0.0, 1.0)
-    score = np.where(step[:, None], moved * weight, np.nan) / cfg.jump  # (T, K)
+    score = moved * weight * step[:, None] / cfg.jump  # (T, K)
     score = np.nan_to_num(score, nan=0.0)
     worst = score.argmax(axis=1) if score.shape[1] else np.zeros(len(frames), int)
     best = score[np.arange(len(frames)), worst] if score.shape[1] else np.zeros(len(frames))
@@ -214,7 +213,9 @@ def _swaps(data, frames, xy, diag, track: int, cfg: QCConfig) -> _Flags:
 
 
 def _dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.linalg.norm(a - b, axis=-1)
+    """Euclidean distance over the last axis (of size 2)."""
+    d = a - b
+    return np.hypot(d[..., 0], d[..., 1])
 
 
 def _box_jumps(frames, boxes, diag, track: int, cfg: QCConfig) -> _Flags:

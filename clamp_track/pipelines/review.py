@@ -223,12 +223,12 @@ class ReviewData:
         """A track's raw keypoints with the corrections applied.
 
         Returns:
-            ``xy`` (T, K, 2) float64 (NaN where marked occluded) and ``confidence`` (T, K)
+            ``xy`` (T, K, 2) float32 (NaN where marked occluded) and ``confidence`` (T, K)
             (1 where corrected and visible, 0 where marked occluded).
         """
         arrays = self.tracks[track]
-        xy = arrays.raw[..., :2].astype(np.float64)
-        conf = arrays.raw[..., 2].astype(np.float64)
+        xy = arrays.raw[..., :2].copy()
+        conf = arrays.raw[..., 2].copy()
         for frame, kps in self._corrections.get(track, {}).items():
             i = arrays.row(frame)
             if i is None:
