@@ -20,7 +20,7 @@ from clamp_track.gui.style import CORRECTED_COLOR, FLAGGED_COLOR, LOW_CONFIDENCE
 
 MARGIN = 6
 GUTTER = 44  # room for the row labels on the left
-MARK_ROW = 6  # height of the flagged and corrected rows
+MARK_ROW = 8  # height of the flagged and corrected rows
 MAX_ROWS_HEIGHT = 96
 
 
