@@ -80,6 +80,7 @@ class MainWindow(QMainWindow):
         self.tasks: list[TaskWorker] = []
         self.progress_dialog: dialogs.ProgressDialog | None = None  # of the last task started
         self._shown_frame: int | None = None  # the frame whose image is on screen
+        self._video_problem = "video not found"  # why there are no frames, for the banner
         self._speed = SPEEDS.index(1.0)
         self.play_timer = QTimer(self)
         self.play_timer.timeout.connect(self._tick)
@@ -406,6 +407,7 @@ class MainWindow(QMainWindow):
     def _use_video(self, video: Path | None) -> None:
         self._stop_loader()
         self.video_times = None
+        self._video_problem = "video not found"
         self.state.set_video(video)
         if video is not None:
             self.loader = FrameLoader(video, parent=self)
@@ -443,6 +445,7 @@ class MainWindow(QMainWindow):
     def _video_failed(self, message: str) -> None:
         self.report_error("Cannot read the video", message)
         self._stop_loader()
+        self._video_problem = "the video cannot be read"
         self.state.set_video(None)
 
     def open_video_dialog(self) -> None:
@@ -499,8 +502,8 @@ class MainWindow(QMainWindow):
             text = ("No results for this video yet. Run the pipeline (Run → Run pipeline…, "
                     "Ctrl+R) to track the animals and estimate their poses.")
         elif s.store is not None and s.video_path is None:
-            text = (f"Video not found ({Path(s.store.video_info.path).name}): showing the "
-                    "results on a blank frame. File → Locate video… to see the frames.")
+            text = (f"No frames ({self._video_problem}: {Path(s.store.video_info.path).name}):"
+                    " showing the results on a blank frame. File → Locate video… to see them.")
         elif s.store is not None and not s.store.complete:
             last = s.store.last_frame()
             text = (f"This run stopped before the end (last frame {last}); smoothing and "
@@ -523,7 +526,8 @@ class MainWindow(QMainWindow):
     def _show_image(self, frame: int) -> None:
         if self.loader is None:
             missing = self.state.store is not None and self.state.video_path is None
-            self.view.clear_image("video not found: results on a blank frame" if missing else "")
+            self.view.clear_image(f"{self._video_problem}: results on a blank frame"
+                                  if missing else "")
             self._shown_frame = frame
             return
         image = self.loader.request(frame)

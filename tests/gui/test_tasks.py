@@ -8,12 +8,14 @@ import shutil
 import sys
 import types
 
+import numpy as np
 import pandas as pd
 import pytest
 from PyQt6.QtCore import QTimer
 
 from clamp_track.gui.workers import ExportRequest, RunRequest
 from clamp_track.io.store import ResultStore
+from clamp_track.pipelines.review import Coordinates
 
 pytestmark = pytest.mark.usefixtures("qapp")
 
@@ -60,6 +62,17 @@ def test_cancel_then_resume(qtbot, window, fresh_video, cows_boxes, settings, me
     with ResultStore.open(store_file, readonly=True) as partial:
         assert not partial.complete and partial.last_frame() < 31
     qtbot.waitUntil(lambda: not window.tasks)
+    assert window.open_paths(fresh_video)  # the partial results can be looked at already
+    assert "stopped before the end" in window.banner.text()
+    window.state.set_coordinates(Coordinates.SMOOTHED)  # not smoothed yet: raw is shown
+    track = window.state.data.tracks_at(4)[0]
+    inst = window.state.data.instance(4, track, Coordinates.SMOOTHED)
+    assert np.isfinite(inst.xy).all()
+    worker = window.start_export(ExportRequest(store_file, ("csv",)))
+    with qtbot.waitSignal(worker.failed, timeout=60000) as failed:
+        pass
+    assert "did not finish" in failed.args[0]
+    messages.clear()
     worker = window.start_run(RunRequest(fresh_video, request.settings, resume=True))
     with qtbot.waitSignal(worker.succeeded, timeout=120000) as done:
         pass
@@ -121,3 +134,34 @@ def test_finetune_calls_the_engine_in_a_worker(qtbot, window, results, messages,
     qtbot.waitUntil(lambda: bool(calls) and not window.tasks, timeout=20000)
     assert calls == [([results.store], None, False)]
     assert "finetuned.pt" in messages[-1][2]
+
+
+def test_the_dialogs_build_the_requests(qapp, tmp_path):
+    from clamp_track.gui.dialogs import ExportDialog, RunDialog
+
+    run = RunDialog(tmp_path / "v.mp4", resumable=True)
+    run.detector.setCurrentText("file")
+    run.boxes.setText("det.txt")
+    run.weights.setText("clamp_rn50_ap10k")
+    run.detect_every.setValue(3)
+    run.flip_test.setChecked(False)
+    run.extra.setText("tracker.min_track_length=20 chunk=16")
+    request = run.request()
+    assert request.video == tmp_path / "v.mp4" and request.resume and not request.overwrite
+    assert request.settings == {
+        "pose_model": "clamp_rn50", "pose_weights": "clamp_rn50_ap10k", "chunk": 16,
+        "detect": {"name": "file", "every": 3, "boxes": "det.txt"},
+        "pose": {"device": "auto", "batch_size": 16, "flip_test": False},
+        "tracker": {"min_track_length": 20},
+    }
+    from clamp_track.config import from_dict
+    from clamp_track.pipelines.run import RunConfig
+
+    assert from_dict(RunConfig, request.settings).detect.every == 3  # a valid config
+    run.extra.setText("oops")
+    with pytest.raises(Exception, match="key=value"):
+        run.request()
+    export = ExportDialog(tmp_path / "v.mp4.clamp.sqlite", tmp_path / "v.mp4")
+    export.checks["plot"].setChecked(True)
+    request = export.request()
+    assert request.formats == ("csv", "dlc", "plot") and request.out_dir == tmp_path

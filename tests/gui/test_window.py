@@ -90,7 +90,8 @@ def test_without_the_moved_video_results_show_on_a_blank_frame(window, results, 
                                                                 monkeypatch):
     monkeypatch.setattr(window, "locate_video", lambda missing: None)
     assert window.open_paths(store=_moved(results, tmp_path))
-    assert window.loader is None and "Locate video" in window.banner.text()
+    assert window.loader is None and "video not found" in window.banner.text()
+    assert "Locate video" in window.banner.text()
     assert len(window.view.keypoint_items) == 34  # still reviewable and editable
     window.view.keypointMoved.emit(1, 0, 10.0, 20.0)
     assert window.state.data.instance(0, 1).corrected[0]
@@ -277,3 +278,34 @@ def test_cli_registers_review_and_gui():
     args = parser.parse_args(["review", "v.mp4", "--frame", "3", "--screenshot", "o.png"])
     assert (args.video, args.frame, args.screenshot, args.store) == ("v.mp4", 3, "o.png", None)
     assert parser.parse_args(["gui"]).func.__name__ == "main_gui"
+
+
+def test_clamp_track_gui_starts_empty(qapp, monkeypatch):
+    from PyQt6.QtWidgets import QApplication
+
+    from clamp_track.cli import main
+    from clamp_track.gui.main_window import MainWindow
+
+    seen = []
+
+    def exec_(app):
+        seen.extend(w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow)
+                    and w.isVisible())
+        return 0
+
+    monkeypatch.setattr(type(qapp), "exec", exec_)
+    assert main(["gui"]) == 0
+    (window,) = seen
+    assert window.pages.currentIndex() == 0 and window.state.store is None
+    window.close()
+
+
+def test_an_unreadable_video_keeps_the_results_reviewable(qtbot, window, results, tmp_path,
+                                                          messages):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00" * 4096)
+    assert window.open_paths(broken, results.store)
+    qtbot.waitUntil(lambda: window.loader is None and bool(messages))
+    assert messages[0][:2] == ("error", "Cannot read the video") and "broken.mp4" in \
+        messages[0][2]
+    assert "cannot be read" in window.banner.text() and len(window.view.keypoint_items) == 34
