@@ -64,8 +64,12 @@ def _rgba(color: QColor) -> tuple[int, int, int, int]:
 
 
 def rows_height(n_rows: int) -> int:
-    """Pixel height of one track row when there are ``n_rows``."""
-    return 10 if n_rows == 0 else int(np.clip(MAX_ROWS_HEIGHT // n_rows, 3, 12))
+    """Pixel height of one track row when there are ``n_rows``.
+
+    Rows past ``MAX_ROWS_HEIGHT`` pixels are not drawn (a badly fragmented video can have
+    hundreds of tracks; the track list still shows them all).
+    """
+    return 10 if n_rows == 0 else int(np.clip(MAX_ROWS_HEIGHT // n_rows, 1, 12))
 
 
 class Timeline(QWidget):
@@ -107,7 +111,7 @@ class Timeline(QWidget):
 
     @staticmethod
     def _height_for(n_rows: int) -> int:
-        rows = rows_height(n_rows) * max(n_rows, 1)
+        rows = min(rows_height(n_rows) * max(n_rows, 1), MAX_ROWS_HEIGHT)
         return 2 * MARGIN + 2 * (MARK_ROW + 2) + rows
 
     def sizeHint(self) -> QSize:
@@ -146,6 +150,8 @@ class Timeline(QWidget):
         band = max(rows_height(len(self.rows)) - 1, 1)
         top = band - max(band // 3, 1) if band >= 3 else band
         for row in self.rows:
+            if y >= h:
+                break
             present = column_coverage(row.frames, self.n_frames, w) > 0
             low = column_coverage(row.frames[row.low], self.n_frames, w) > 0
             rgba[y:y + top, present] = _rgba(row.color)

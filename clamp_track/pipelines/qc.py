@@ -235,6 +235,8 @@ def _crossings(data: ReviewData, cfg: QCConfig) -> list[_Flags]:
     for i, a in enumerate(ids):
         for b in ids[i + 1:]:
             ta, tb = data.tracks[a], data.tracks[b]
+            if not _overlap_in_time(ta.frames, tb.frames):
+                continue
             frames, ia, ib = np.intersect1d(ta.frames, tb.frames, return_indices=True)
             if not len(frames):
                 continue
@@ -245,6 +247,11 @@ def _crossings(data: ReviewData, cfg: QCConfig) -> list[_Flags]:
                 out.append(_Flags(frames[hit], iou[hit] / cfg.crossing_iou, details,
                                   [None] * int(hit.sum()), a, Reason.ID_SWITCH, other=b))
     return out
+
+
+def _overlap_in_time(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two sorted frame lists have overlapping ranges (a cheap pre-check)."""
+    return bool(len(a) and len(b) and a[0] <= b[-1] and b[0] <= a[-1])
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
