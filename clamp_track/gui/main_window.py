@@ -210,7 +210,7 @@ class MainWindow(QMainWindow):
                              | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
             self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
             self.docks[name] = dock
-        self.resizeDocks(list(self.docks.values()), [170, 230, 260], Qt.Orientation.Vertical)
+        self.resizeDocks(list(self.docks.values()), [120, 380, 300], Qt.Orientation.Vertical)
         self.resizeDocks([self.docks["Animals"]], [430], Qt.Orientation.Horizontal)
 
     # ================================================================== actions

@@ -136,7 +136,13 @@ def settings():
     return run_settings
 
 
-def free_keypoint(view, track: int) -> int:
+@pytest.fixture
+def free_keypoint():
+    """``free_keypoint(view, track)``: a keypoint the mouse can grab (see :func:`_free`)."""
+    return _free
+
+
+def _free(view, track: int) -> int:
     """A keypoint of ``track`` that the mouse can grab: on top where it is drawn, and as far
     from every other marker as possible (random-weight keypoints often overlap)."""
     items = view.keypoint_items

@@ -11,8 +11,6 @@ from clamp_track.gui.state import Selection
 from clamp_track.io.store import ResultStore
 from clamp_track.pipelines.qc import Reason
 
-from .conftest import free_keypoint
-
 pytestmark = pytest.mark.usefixtures("qapp")
 
 CTRL, SHIFT = Qt.KeyboardModifier.ControlModifier, Qt.KeyboardModifier.ShiftModifier
@@ -43,7 +41,8 @@ def _drag(view, start: QPointF, end: QPointF) -> None:
     QTest.mouseRelease(port, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, b)
 
 
-def test_drag_a_keypoint_saves_it_and_undo_redo_follow(window, results, wait_image):
+def test_drag_a_keypoint_saves_it_and_undo_redo_follow(window, results, wait_image,
+                                                       free_keypoint):
     _open(window, results, wait_image, frame=10)
     window.state.select([1])
     nose = free_keypoint(window.view, 1)
@@ -78,7 +77,8 @@ def test_drag_a_keypoint_saves_it_and_undo_redo_follow(window, results, wait_ima
 
 
 def test_a_click_without_moving_is_no_edit_and_panning_moves_no_keypoint(window, results,
-                                                                         wait_image):
+                                                                         wait_image,
+                                                                         free_keypoint):
     _open(window, results, wait_image, frame=3)
     k = free_keypoint(window.view, 2)
     point = window.view.mapFromScene(window.view.keypoint_items[(2, k)].pos())
