@@ -227,8 +227,8 @@ def test_review_screenshot_command_with_cv2_imported_first(cows_results, tmp_pat
     Qt's plugin log: OpenCV's folder is never searched) and still render.
     """
     out = tmp_path / "shot.png"
-    code = ("import cv2, sys; from clamp_track.cli import main; "
-            "sys.exit(main(sys.argv[1:]))")
+    code = ("import cv2, sys; from clamp_track.cli import main; rc = main(sys.argv[1:]); "
+            "print('torch imported:', 'torch' in sys.modules); sys.exit(rc)")
     env = _env(QT_DEBUG_PLUGINS="1")
     args = ["-v", "review", str(cows_results.video), "--store", str(cows_results.store),
             "--frame", "12", "--screenshot", str(out)]
@@ -236,6 +236,7 @@ def test_review_screenshot_command_with_cv2_imported_first(cows_results, tmp_pat
                           env=env, timeout=120, cwd=str(tmp_path))
     assert done.returncode == 0, done.stderr[-2000:]
     assert "cv2/qt/plugins" not in done.stderr and "libqoffscreen.so" in done.stderr
+    assert "torch imported: False" in done.stdout  # the GUI never needs the model stack
     image = QImage(str(out))
     assert (image.width(), image.height()) == (1440, 900)
     colors = {}
