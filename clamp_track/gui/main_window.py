@@ -76,6 +76,7 @@ class MainWindow(QMainWindow):
         self.undo_stack = QUndoStack(self)
         self.loader: FrameLoader | None = None
         self.video_times: np.ndarray | None = None
+        self._low: dict[int, np.ndarray] = {}  # per track: low-confidence rows (timeline)
         self.overlays = Overlays()
         self.tasks: list[TaskWorker] = []
         self.progress_dialog: dialogs.ProgressDialog | None = None  # of the last task started
@@ -494,7 +495,7 @@ class MainWindow(QMainWindow):
         title = "clamp-track review" + (" — " + " · ".join(parts) if parts else "")
         self.setWindowTitle(title + ("" if s.editable or s.store is None else " (read-only)"))
         self._update_banner()
-        self._data_changed()
+        self._data_changed(None)
 
     def _update_banner(self) -> None:
         s, text = self.state, ""
@@ -557,7 +558,11 @@ class MainWindow(QMainWindow):
         self.view.show_instances(s.data.instances(s.frame, s.coordinates), s.data.keypoints,
                                  s.selection.tracks, s.selection.keypoint, self.overlays)
 
-    def _data_changed(self) -> None:
+    def _data_changed(self, tracks: frozenset | None) -> None:
+        if tracks is None:
+            self._low.clear()
+        for track in tracks or ():
+            self._low.pop(track, None)
         self._refresh_overlays()
         self._refresh_timeline()
         self._update_status()
@@ -568,9 +573,10 @@ class MainWindow(QMainWindow):
         rows, corrected = [], np.zeros(0, np.int64)
         if s.data is not None:
             for track in s.data.track_ids:
-                arrays = s.data.tracks[track]
-                low = s.data.mean_confidence(track) < s.qc.low_confidence
-                rows.append(TimelineRow(track, track_color(track), arrays.frames, low))
+                if track not in self._low:
+                    self._low[track] = s.data.mean_confidence(track) < s.qc.low_confidence
+                rows.append(TimelineRow(track, track_color(track), s.data.tracks[track].frames,
+                                        self._low[track]))
             corrected = s.data.corrected_frames()
         self.timeline.set_data(s.n_frames, rows, corrected, s.queue.flagged_frames())
 

@@ -193,7 +193,7 @@ class TrackPanel(QWidget):
         state.sessionChanged.connect(self.refresh)
         state.selectionChanged.connect(self._show_selection)
 
-    def refresh(self) -> None:
+    def refresh(self, *_) -> None:
         """Reload the statistics."""
         self._updating = True
         self.model.set_rows(self.state.data.stats() if self.state.data else [])

@@ -19,7 +19,15 @@ from PyQt6.QtCore import QObject, pyqtSignal
 
 from clamp_track.errors import InputError
 from clamp_track.io.store import ResultStore, Snapshot
-from clamp_track.pipelines.qc import QCConfig, Reason, ReviewQueue, Suspect, find_suspects
+from clamp_track.pipelines.qc import (
+    QCConfig,
+    Reason,
+    ReviewQueue,
+    Suspect,
+    pair_suspects,
+    rank,
+    track_suspects,
+)
 from clamp_track.pipelines.review import Coordinates, Correction, ReviewData
 from clamp_track.types import VideoInfo
 
@@ -49,7 +57,8 @@ class ReviewState(QObject):
         sessionChanged: A store or video was opened or closed.
         frameChanged(int): The current frame changed.
         selectionChanged: The selected animals or keypoint changed.
-        dataChanged: Results changed (an edit, an undo, a reload).
+        dataChanged(object): Results changed (an edit, an undo, a reload): a frozenset of the
+            tracks concerned, or None for all.
         coordinatesChanged: Raw / smoothed keypoints toggled.
         queueChanged: The review queue was recomputed or refiltered.
     """
@@ -57,7 +66,7 @@ class ReviewState(QObject):
     sessionChanged = pyqtSignal()
     frameChanged = pyqtSignal(int)
     selectionChanged = pyqtSignal()
-    dataChanged = pyqtSignal()
+    dataChanged = pyqtSignal(object)
     coordinatesChanged = pyqtSignal()
     queueChanged = pyqtSignal()
 
@@ -74,6 +83,8 @@ class ReviewState(QObject):
         self.reasons: set[Reason] | None = None  # queue filter; None = all
         self.suspects: list[Suspect] = []
         self.queue = ReviewQueue([])
+        self._track_events: dict[int, list[Suspect]] = {}  # review-queue events per track
+        self._pair_events: list[Suspect] = []  # events between tracks
 
     # ------------------------------------------------------------------ session
     @property
@@ -106,6 +117,7 @@ class ReviewState(QObject):
         self.close()
         self.store, self.data = store, data
         self.video_info = store.video_info
+        self._rescore(None)
         self._recompute_queue(visited=set())
         self.sessionChanged.emit()
         self.set_frame(0, force=True)
@@ -125,6 +137,7 @@ class ReviewState(QObject):
         self.video_path = self.video_info = None
         self.selection = Selection()
         self.suspects, self.queue = [], ReviewQueue([])
+        self._track_events, self._pair_events = {}, []
         self.frame = 0
         self.sessionChanged.emit()
 
@@ -166,7 +179,7 @@ class ReviewState(QObject):
             store.set_correction(frame, track, keypoint, correction.x, correction.y,
                                  correction.visible)
         self.data.set_correction(frame, track, keypoint, correction)
-        self._changed()
+        self._changed({track}, boxes=False)
 
     def delete_instances(self, track: int, first: int, last: int | None) -> Snapshot:
         """Delete a track's instances in ``[first, last]`` and return what was deleted."""
@@ -210,16 +223,36 @@ class ReviewState(QObject):
         if kept != self.selection.tracks:
             self.selection = Selection(kept, self.selection.keypoint if kept else None)
             self.selectionChanged.emit()
-        self._changed()
+        self._changed(set(tracks), boxes=True)
 
-    def _changed(self) -> None:
+    def _changed(self, tracks: set[int], boxes: bool) -> None:
+        """Bring the review queue up to date for changed ``tracks`` and tell the views.
+
+        Only the changed tracks are rescored; events between tracks are rescored only when
+        boxes changed (identity edits), not after keypoint corrections.
+        """
+        self._rescore(tracks, boxes)
         self._recompute_queue()
-        self.dataChanged.emit()
+        self.dataChanged.emit(frozenset(tracks))
+
+    def _rescore(self, tracks: set[int] | None, boxes: bool = True) -> None:
+        if self.data is None:
+            self._track_events, self._pair_events = {}, []
+            return
+        present = set(self.data.track_ids)
+        for track in present if tracks is None else tracks:
+            if track in present:
+                self._track_events[track] = track_suspects(self.data, track, self.qc)
+        for track in set(self._track_events) - present:
+            del self._track_events[track]
+        if boxes:
+            self._pair_events = pair_suspects(self.data, self.qc)
 
     def _recompute_queue(self, visited: set | None = None) -> None:
         old = self.queue
         current = old.items[old.cursor] if 0 <= old.cursor < len(old) else None
-        self.suspects = find_suspects(self.data, self.qc) if self.data else []
+        events = [e for per_track in self._track_events.values() for e in per_track]
+        self.suspects = rank(events + self._pair_events) if self.data else []
         self.queue = ReviewQueue(self.suspects, self.reasons,
                                  old.visited if visited is None else visited)
         if current is not None:  # stay at the item the user was at, or at its rank if fixed

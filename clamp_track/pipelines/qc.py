@@ -123,12 +123,30 @@ def find_suspects(data: ReviewData, cfg: QCConfig = QCConfig()) -> list[Suspect]
     Returns:
         Events sorted by score (highest first), then frame.
     """
-    flags: list[_Flags] = []
-    for track in data.track_ids:
-        flags += _track_flags(data, track, cfg)
-    flags += _crossings(data, cfg)
-    flags += _respawns(data, cfg)
-    events = [e for f in flags for e in _events(f, cfg.merge_gap)]
+    events = [e for track in data.track_ids for e in track_suspects(data, track, cfg)]
+    return rank(events + pair_suspects(data, cfg))
+
+
+def track_suspects(data: ReviewData, track: int, cfg: QCConfig = QCConfig()) -> list[Suspect]:
+    """The events of one track on its own (low confidence, jumps, swaps, box jumps).
+
+    They depend only on that track's arrays and corrections, so after an edit of one track only
+    its events need recomputing.
+    """
+    return [e for f in _track_flags(data, track, cfg) for e in _events(f, cfg.merge_gap)]
+
+
+def pair_suspects(data: ReviewData, cfg: QCConfig = QCConfig()) -> list[Suspect]:
+    """The events between tracks (overlapping boxes, a track continuing another).
+
+    They depend only on the boxes, which keypoint corrections do not change.
+    """
+    flags = _crossings(data, cfg) + _respawns(data, cfg)
+    return [e for f in flags for e in _events(f, cfg.merge_gap)]
+
+
+def rank(events: list[Suspect]) -> list[Suspect]:
+    """Most suspicious first, then by frame and track."""
     return sorted(events, key=lambda e: (-e.score, e.frame, e.track))
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -63,6 +64,16 @@ class TrackArrays:
     boxes: np.ndarray
     raw: np.ndarray
     smooth: np.ndarray
+
+    @cached_property
+    def mean_confidence(self) -> float:
+        """Mean keypoint confidence of the model over the track (NaN if empty).
+
+        Computed once: the arrays of a loaded track do not change (a reload makes new ones).
+        """
+        conf = self.raw[..., 2]
+        finite = conf[np.isfinite(conf)]
+        return float(finite.mean()) if finite.size else float("nan")
 
     def row(self, frame: int) -> int | None:
         """The row of ``frame``, or None if the track is absent there."""
@@ -252,14 +263,12 @@ class ReviewData:
         out = []
         for track in self.track_ids:
             arrays = self.tracks[track]
-            conf = arrays.raw[..., 2]
-            finite = conf[np.isfinite(conf)]
             out.append(TrackStats(
                 track=track,
                 frames=len(arrays.frames),
                 first=int(arrays.frames[0]) if len(arrays.frames) else 0,
                 last=int(arrays.frames[-1]) if len(arrays.frames) else 0,
-                mean_confidence=float(finite.mean()) if finite.size else float("nan"),
+                mean_confidence=arrays.mean_confidence,
                 corrected_frames=len(np.intersect1d(self.corrected_frames(track),
                                                     arrays.frames)),
             ))

@@ -9,7 +9,7 @@ from PyQt6.QtTest import QTest
 
 from clamp_track.gui.state import Selection
 from clamp_track.io.store import ResultStore
-from clamp_track.pipelines.qc import Reason
+from clamp_track.pipelines.qc import Reason, find_suspects
 
 pytestmark = pytest.mark.usefixtures("qapp")
 
@@ -150,6 +150,7 @@ def test_merge_a_broken_track_and_delete_a_false_one_with_undo(window, results, 
     window.undo_stack.undo()
     with _on_disk(results.store) as disk:
         assert (disk.snapshot(2), disk.snapshot(3)) == before
+    assert window.state.suspects == find_suspects(window.state.data)  # incremental == full
 
     window.state.select([2])
     _key(window, Qt.Key.Key_Delete, SHIFT)  # the whole (false) track
@@ -233,5 +234,6 @@ def test_the_review_queue_visits_a_planted_jump(window, results, wait_image):
     for k, xy in enumerate(window.state.data.tracks[1].smooth[17, :, :2]):
         window.view.keypointMoved.emit(1, k, float(xy[0]), float(xy[1]))
     assert not [s for s in window.state.queue.items if s.reason is Reason.JUMP]
+    assert window.state.suspects == find_suspects(window.state.data)  # incremental == full
     window.queue_panel.kind.setCurrentIndex(list(Reason).index(Reason.JUMP) + 1)
     assert len(window.state.queue) == 0
