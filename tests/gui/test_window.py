@@ -310,3 +310,12 @@ def test_an_unreadable_video_keeps_the_results_reviewable(qtbot, window, results
     assert messages[0][:2] == ("error", "Cannot read the video") and "broken.mp4" in \
         messages[0][2]
     assert "cannot be read" in window.banner.text() and len(window.view.keypoint_items) == 34
+
+
+def test_without_pyqt6_the_command_says_what_to_install(monkeypatch, capsys):
+    from clamp_track.cli import main
+
+    monkeypatch.setitem(sys.modules, "PyQt6.QtWidgets", None)  # as if not installed
+    assert main(["review", "video.mp4"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'clamp-track[gui]'" in err and err.count("\n") == 1
