@@ -362,15 +362,15 @@ class MainWindow(QMainWindow):
                               "path")
             return False
         self.stop_playing()
-        self.undo_stack.clear()
         if store is not None:
             try:
                 self.state.open_store(store)
-            except ClampTrackError as exc:
+            except ClampTrackError as exc:  # the session open before stays as it was
                 self.report_error("Cannot open the results", str(exc))
                 return False
         else:
             self.state.close()
+        self.undo_stack.clear()  # its commands belong to the closed results
         self._use_video(video or self._find_video())
         return True
 
