@@ -34,13 +34,13 @@ from PyQt6.QtWidgets import (
 
 from clamp_track.errors import ClampTrackError
 from clamp_track.gui import dialogs
+from clamp_track.gui.editor import Editor
 from clamp_track.gui.frame_view import FrameView, Overlays
 from clamp_track.gui.frames import FrameLoader
 from clamp_track.gui.panels import KeypointPanel, QueuePanel, TrackPanel
 from clamp_track.gui.state import ReviewState
 from clamp_track.gui.style import track_color
 from clamp_track.gui.timeline import Timeline, TimelineRow
-from clamp_track.gui.undo import DeleteInstances, MergeTracks, SetKeypoint, SwapTracks
 from clamp_track.gui.workers import (
     ExportRequest,
     RunRequest,
@@ -51,7 +51,7 @@ from clamp_track.gui.workers import (
     run_task,
 )
 from clamp_track.io.store import SUFFIX, store_path
-from clamp_track.pipelines.review import Coordinates, Correction
+from clamp_track.pipelines.review import Coordinates
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,8 @@ class MainWindow(QMainWindow):
         self.errors: list[str] = []
         self.state = ReviewState(self)
         self.undo_stack = QUndoStack(self)
+        self.editor = Editor(self.state, self.undo_stack, self.report_error, self.choose_track,
+                             self)
         self.loader: FrameLoader | None = None
         self.video_times: np.ndarray | None = None
         self._low: dict[int, np.ndarray] = {}  # per track: low-confidence rows (timeline)
@@ -245,15 +247,16 @@ class MainWindow(QMainWindow):
         self.act_redo = self.undo_stack.createRedoAction(self, "&Redo")
         self.act_redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
         self.addActions([self.act_undo, self.act_redo])
-        self.act_occluded = a("Mark keypoint &occluded / visible", self.toggle_occluded, "O")
-        self.act_reset = a("&Reset keypoint to prediction", self.reset_keypoint, "R")
-        self.act_delete_instance = a("Delete animal in this &frame", self.delete_instance,
+        ed = self.editor
+        self.act_occluded = a("Mark keypoint &occluded / visible", ed.toggle_occluded, "O")
+        self.act_reset = a("&Reset keypoint to prediction", ed.reset_keypoint, "R")
+        self.act_delete_instance = a("Delete animal in this &frame", ed.delete_instance,
                                      "Delete")
-        self.act_delete_track = a("Delete whole &track", self.delete_track, "Shift+Delete")
-        self.act_delete_after = a("Delete track from this frame &on", self.delete_track_after,
+        self.act_delete_track = a("Delete whole &track", ed.delete_track, "Shift+Delete")
+        self.act_delete_after = a("Delete track from this frame &on", ed.delete_track_after,
                                   "Ctrl+Delete")
-        self.act_swap = a("&Swap two animals from this frame on", self.swap_tracks, "Ctrl+T")
-        self.act_merge = a("&Merge two animals", self.merge_tracks, "Ctrl+M")
+        self.act_swap = a("&Swap two animals from this frame on", ed.swap_tracks, "Ctrl+T")
+        self.act_merge = a("&Merge two animals", ed.merge_tracks, "Ctrl+M")
         self.act_play = a("&Play / pause", self.toggle_play, "Space")
         self.act_next = a("&Next frame", lambda: self.step(1), "Right")
         self.act_prev = a("&Previous frame", lambda: self.step(-1), "Left")
@@ -734,118 +737,16 @@ class MainWindow(QMainWindow):
         self.state.select([track], None if keypoint < 0 else keypoint)
 
     def _keypoint_moved(self, track: int, keypoint: int, x: float, y: float) -> None:
-        if not self.state.editable:
-            self._refresh_overlays()
-            return
-        name = self.state.data.keypoints.names[keypoint]
-        self.undo_stack.push(SetKeypoint(self.state, self.state.frame, track, keypoint,
-                                         Correction(float(x), float(y)),
-                                         f"Move {name} of animal {track}"))
-
-    def _selected_keypoint(self) -> tuple[int, int] | None:
-        s = self.state
-        if s.selection.track is None or s.selection.keypoint is None or not s.editable:
-            return None
-        if s.data.instance(s.frame, s.selection.track) is None:
-            return None
-        return s.selection.track, s.selection.keypoint
-
-    def toggle_occluded(self) -> None:
-        """Mark the selected keypoint occluded / absent, or visible again (O)."""
-        chosen = self._selected_keypoint()
-        if chosen is None:
-            return
-        track, k = chosen
-        current = self.state.data.correction(self.state.frame, track, k)
-        name = self.state.data.keypoints.names[k]
-        if current is not None and not current.visible:
-            new, text = None, f"Mark {name} of animal {track} visible"
-        else:
-            new, text = Correction.hidden(), f"Mark {name} of animal {track} occluded"
-        self.undo_stack.push(SetKeypoint(self.state, self.state.frame, track, k, new, text))
-
-    def reset_keypoint(self) -> None:
-        """Drop the correction of the selected keypoint: back to the prediction (R)."""
-        chosen = self._selected_keypoint()
-        if chosen is None or self.state.data.correction(self.state.frame, *chosen) is None:
-            return
-        track, k = chosen
-        name = self.state.data.keypoints.names[k]
-        self.undo_stack.push(SetKeypoint(self.state, self.state.frame, track, k, None,
-                                         f"Reset {name} of animal {track}"))
-
-    def delete_instance(self) -> None:
-        """Delete the current animal in this frame only (Delete)."""
-        track, f = self.state.selection.track, self.state.frame
-        if track is not None and self.state.editable and \
-                self.state.data.instance(f, track) is not None:
-            self.undo_stack.push(DeleteInstances(self.state, track, f, f,
-                                                 f"Delete animal {track} in frame {f}"))
-
-    def delete_track(self) -> None:
-        """Delete the current animal's whole track, e.g. a false detection (Shift+Delete)."""
-        track = self.state.selection.track
-        if track is not None and self.state.editable:
-            self.undo_stack.push(DeleteInstances(self.state, track, 0, None,
-                                                 f"Delete animal {track}"))
-
-    def delete_track_after(self) -> None:
-        """Delete the current animal from this frame to its end (Ctrl+Delete)."""
-        track, f = self.state.selection.track, self.state.frame
-        if track is not None and self.state.editable:
-            self.undo_stack.push(DeleteInstances(self.state, track, f, None,
-                                                 f"Delete animal {track} from frame {f}"))
-
-    def _partner(self, title: str, candidates: list[int]) -> int | None:
-        """The second animal of a swap or merge: the other selected one, else asked for."""
-        selected = self.state.selection.tracks
-        if len(selected) >= 2:
-            return selected[1]
-        if len(candidates) == 1:
-            return candidates[0]
-        if not candidates or not self.interactive:
-            return None
-        return self.choose_track(title, candidates)
+        if not self.editor.move_keypoint(track, keypoint, x, y):
+            self._refresh_overlays()  # read-only: put the marker back
 
     def choose_track(self, title: str, candidates: list[int]) -> int | None:
-        """Ask which animal (None: cancelled)."""
+        """Ask which animal (None: cancelled, or not interactive)."""
+        if not self.interactive:
+            return None
         items = [f"animal {t}" for t in candidates]
         item, ok = QInputDialog.getItem(self, title, "With which animal?", items, 0, False)
         return candidates[items.index(item)] if ok else None
-
-    def swap_tracks(self) -> None:
-        """Exchange the current animal's identity with another's from this frame on (Ctrl+T)."""
-        s = self.state
-        a = s.selection.track
-        if a is None or not s.editable:
-            return
-        others = [t for t in s.data.tracks_at(s.frame) if t != a]
-        b = self._partner("Swap animals", others or [t for t in s.data.track_ids if t != a])
-        if b is None:
-            self.report_error("Swap animals", "select two animals (Ctrl+click in the animal "
-                              "list) to swap their identities from this frame on")
-            return
-        self.undo_stack.push(SwapTracks(s, a, b, s.frame))
-
-    def merge_tracks(self) -> None:
-        """Give another animal's track the current animal's id (Ctrl+M)."""
-        s = self.state
-        keep = s.selection.track
-        if keep is None or not s.editable:
-            return
-        candidates = [t for t in s.data.track_ids if t != keep and s.data.shared_frames(
-            keep, t) == 0]
-        other = self._partner("Merge animals", candidates)
-        if other is None:
-            self.report_error("Merge animals", "select two animals that are never in the same "
-                              "frame (Ctrl+click in the animal list) to merge them")
-            return
-        shared = s.data.shared_frames(keep, other)
-        if shared:
-            self.report_error("Merge animals", f"animals {keep} and {other} are both present "
-                              f"in {shared} frames; swap or delete one of them there first")
-            return
-        self.undo_stack.push(MergeTracks(s, keep, other))
 
     def _instance_menu(self, track: int, keypoint: int, position) -> None:
         self.state.select([track], None if keypoint < 0 else keypoint)
