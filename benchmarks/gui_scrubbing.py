@@ -16,7 +16,7 @@ Then, in an offscreen main window, it measures:
 
 Run from the repository root::
 
-    python benchmarks/gui_scrubbing.py [--minutes 10] [--gop 60] [--work /tmp/clamp-scrub]
+    python benchmarks/gui_scrubbing.py [--minutes 10] [--gop 60] [--work DIR]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -161,7 +162,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--gop", type=int, default=60, help="frames between keyframes")
-    parser.add_argument("--work", default="/tmp/clamp-scrub", help="folder for the video")
+    parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "clamp-scrub"),
+                        help="folder for the video (~650 MB) and its store; reused")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     from clamp_track.gui.app import application
