@@ -24,6 +24,7 @@ import sqlite3
 import time
 from collections.abc import Iterable
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,21 @@ def store_path(video: str | os.PathLike, out_dir: str | os.PathLike | None = Non
 
 def _blob(array: np.ndarray) -> bytes:
     return np.ascontiguousarray(array, dtype=np.float32).tobytes()
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Rows of one track copied out of the store, to put back later (undo of a delete).
+
+    Attributes:
+        track: The track the rows belong to.
+        instances: ``instances`` rows, all columns in table order.
+        corrections: ``corrections`` rows, all columns in table order.
+    """
+
+    track: int
+    instances: tuple[tuple, ...]
+    corrections: tuple[tuple, ...]
 
 
 class ResultStore:
@@ -400,6 +416,17 @@ class ResultStore:
             sql, args = sql + " WHERE frame = ?", (frame,)
         return self._db.execute(sql + " ORDER BY frame, track, keypoint", args).fetchall()
 
+    def correction(self, frame: int, track: int, keypoint: int) -> tuple | None:
+        """The user's correction of one keypoint as ``(x, y, visible)``, or None if there is none.
+
+        Undo uses it to put back what an edit replaced.
+        """
+        row = self._db.execute(
+            "SELECT x, y, visible FROM corrections WHERE frame = ? AND track = ? AND keypoint = ?",
+            (frame, track, keypoint),
+        ).fetchone()
+        return None if row is None else (row[0], row[1], bool(row[2]))
+
     def corrected_frames(self) -> list[int]:
         """Frames where the user corrected at least one keypoint."""
         rows = self._db.execute("SELECT DISTINCT frame FROM corrections ORDER BY frame")
@@ -435,6 +462,30 @@ class ResultStore:
                     (track, from_frame, last),
                 )
             self._log("delete", {"track": track, "from_frame": from_frame, "to_frame": to_frame})
+
+    def snapshot(self, track: int, from_frame: int = 0, to_frame: int | None = None) -> Snapshot:
+        """Copy the rows :meth:`delete_track` with the same arguments would delete."""
+        last = 2**62 if to_frame is None else to_frame
+        args = (track, from_frame, last)
+        where = "WHERE track = ? AND frame BETWEEN ? AND ? ORDER BY frame"
+        instances = self._db.execute(
+            "SELECT frame, track, x1, y1, x2, y2, box_score, raw, smooth FROM instances " + where,
+            args).fetchall()
+        corrections = self._db.execute(
+            "SELECT frame, track, keypoint, x, y, visible, edited_at FROM corrections " + where,
+            args).fetchall()
+        return Snapshot(track, tuple(instances), tuple(corrections))
+
+    def restore(self, snapshot: Snapshot) -> None:
+        """Put the rows of a :meth:`snapshot` back (replacing rows at the same keys), atomically."""
+        with self._transaction():
+            self._db.executemany(
+                "INSERT OR REPLACE INTO instances (frame, track, x1, y1, x2, y2, box_score, raw, "
+                "smooth) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", snapshot.instances)
+            self._db.executemany(
+                "INSERT OR REPLACE INTO corrections VALUES (?, ?, ?, ?, ?, ?, ?)",
+                snapshot.corrections)
+            self._log("restore", {"track": snapshot.track, "instances": len(snapshot.instances)})
 
     def _log(self, kind: str, detail: dict) -> None:
         self._db.execute("INSERT INTO edits (at, kind, detail) VALUES (?, ?, ?)",

@@ -97,3 +97,36 @@ def test_missing_and_foreign_files(tmp_path):
     sqlite3.connect(other).execute("CREATE TABLE x (a)").connection.commit()
     with pytest.raises(InputError, match="not a clamp-track result store"):
         ResultStore.open(other)
+
+
+def test_correction_lookup_for_undo(store):
+    assert store.correction(4, 1, 2) is None
+    store.set_correction(4, 1, 2, 10.5, 20.5)
+    assert store.correction(4, 1, 2) == (10.5, 20.5, True)
+    store.set_correction(4, 1, 2, None, None, visible=False)
+    assert store.correction(4, 1, 2) == (None, None, False)
+
+
+def test_snapshot_and_restore_undo_a_delete(store):
+    store.write_smoothed(2, np.arange(7), np.ones((7, 4, 2), np.float32), np.ones((7, 4)))
+    store.set_correction(3, 2, 0, 1.0, 2.0)
+    store.set_correction(6, 2, 1, 3.0, 4.0)
+    before, tidy = store.track(2), store.tidy()
+    part = store.snapshot(2, from_frame=5)
+    assert [r[0] for r in part.instances] == [5, 6] and [r[0] for r in part.corrections] == [6]
+    store.delete_track(2, from_frame=5)
+    assert store.track(2)["frames"].tolist() == [0, 1, 2, 3, 4]
+    store.restore(part)
+    whole = store.snapshot(2)
+    store.delete_track(2)
+    assert store.track_ids() == [1] and store.corrections() == []
+    store.restore(whole)
+    after = store.track(2)
+    for key in before:
+        np.testing.assert_array_equal(after[key], before[key])
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(store.tidy(), tidy)
+    assert store.corrections() == [(3, 2, 0, 1.0, 2.0, 1), (6, 2, 1, 3.0, 4.0, 1)]
+    kinds = [r[0] for r in store._db.execute("SELECT kind FROM edits ORDER BY id")]
+    assert kinds == ["delete", "restore", "delete", "restore"]

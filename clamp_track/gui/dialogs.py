@@ -1,0 +1,253 @@
+"""Dialogs: run the pipeline, export, progress of a background task, and messages.
+
+Messages go through :func:`show_error` / :func:`show_info` so every user-facing error is one
+line in a message box (never a traceback), and tests can replace them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PyQt6.QtCore import Qt
+from PyQt6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from clamp_track.gui.workers import ExportRequest, RunRequest, TaskWorker
+
+#: Pose model variants offered in the run dialog (any registered name can be typed).
+POSE_MODELS = ("clamp_rn50", "clamp_vitb16")
+DETECTORS = ("torchvision", "motion", "file", "mmdet")
+EXPORT_FORMATS = (("csv", "Tidy CSV (one row per frame, animal and keypoint)"),
+                  ("dlc", "DeepLabCut .h5 / .csv"),
+                  ("video", "Annotated video (.mp4)"),
+                  ("plot", "Trajectory and confidence plots (PNG)"))
+
+
+def show_error(parent: QWidget | None, title: str, message: str) -> None:
+    """A one-line error in a message box."""
+    QMessageBox.critical(parent, title, message)
+
+
+def show_info(parent: QWidget | None, title: str, message: str) -> None:
+    """An information message box."""
+    QMessageBox.information(parent, title, message)
+
+
+def _path_row(edit: QLineEdit, pick) -> QWidget:
+    """A line edit with a "..." button calling ``pick(edit)``."""
+    row = QWidget()
+    layout = QHBoxLayout(row)
+    layout.setContentsMargins(0, 0, 0, 0)
+    button = QPushButton("…")
+    button.setFixedWidth(32)
+    button.clicked.connect(lambda: pick(edit))
+    layout.addWidget(edit, 1)
+    layout.addWidget(button)
+    return row
+
+
+def _pick_file(edit: QLineEdit, caption: str, filters: str = "") -> None:
+    path, _ = QFileDialog.getOpenFileName(edit, caption, edit.text(), filters)
+    if path:
+        edit.setText(path)
+
+
+def _pick_folder(edit: QLineEdit, caption: str) -> None:
+    path = QFileDialog.getExistingDirectory(edit, caption, edit.text())
+    if path:
+        edit.setText(path)
+
+
+class RunDialog(QDialog):
+    """The main options of ``clamp-track run`` for one video.
+
+    Args:
+        video: The video to run on (editable).
+        resumable: Offer "Resume" checked (an interrupted run exists).
+    """
+
+    def __init__(self, video: Path | None, resumable: bool = False, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Run the pipeline")
+        self.video = QLineEdit(str(video or ""))
+        self.pose_model = QComboBox()
+        self.pose_model.setEditable(True)
+        self.pose_model.addItems(POSE_MODELS)
+        self.weights = QLineEdit()
+        self.weights.setPlaceholderText("auto: the official weights (fetched once), or a file")
+        self.detector = QComboBox()
+        self.detector.addItems(DETECTORS)
+        self.boxes = QLineEdit()
+        self.boxes.setPlaceholderText("MegaDetector JSON or MOT det.txt (file detector)")
+        self.detect_every = QSpinBox()
+        self.detect_every.setRange(1, 100)
+        self.device = QComboBox()
+        self.device.setEditable(True)
+        self.device.addItems(["auto", "cpu", "cuda"])
+        self.batch_size = QSpinBox()
+        self.batch_size.setRange(1, 512)
+        self.batch_size.setValue(16)
+        self.flip_test = QCheckBox("Flip test (more accurate, half the speed)")
+        self.flip_test.setChecked(True)
+        self.extra = QLineEdit()
+        self.extra.setPlaceholderText("more settings: KEY=VALUE ..., e.g. "
+                                      "tracker.min_track_length=20")
+        self.out_dir = QLineEdit()
+        self.out_dir.setPlaceholderText("beside the video")
+        self.resume = QCheckBox("Resume the interrupted run")
+        self.resume.setChecked(resumable)
+        self.resume.setVisible(resumable)
+        self.overwrite = QCheckBox("Replace existing results, even corrected ones")
+        form = QFormLayout()
+        form.addRow("Video", _path_row(self.video, lambda e: _pick_file(e, "Video")))
+        form.addRow("Pose model", self.pose_model)
+        form.addRow("Pose weights", _path_row(self.weights, lambda e: _pick_file(
+            e, "Pose weights", "Checkpoints (*.pt *.pth);;All files (*)")))
+        form.addRow("Detector", self.detector)
+        form.addRow("Boxes file", _path_row(self.boxes, lambda e: _pick_file(e, "Boxes")))
+        form.addRow("Detect every", self.detect_every)
+        form.addRow("Device", self.device)
+        form.addRow("Batch size", self.batch_size)
+        form.addRow("", self.flip_test)
+        form.addRow("Output folder", _path_row(self.out_dir, lambda e: _pick_folder(
+            e, "Output folder")))
+        form.addRow("Advanced", self.extra)
+        form.addRow("", self.resume)
+        form.addRow("", self.overwrite)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
+                                   | QDialogButtonBox.StandardButton.Cancel)
+        buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Run")
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        self.detector.currentTextChanged.connect(self._detector_changed)
+        self._detector_changed(self.detector.currentText())
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(buttons)
+
+    def _detector_changed(self, name: str) -> None:
+        self.boxes.setEnabled(name == "file")
+
+    def request(self) -> RunRequest:
+        """The run the user asked for.
+
+        Raises:
+            InputError: A setting is malformed (e.g. an ``Advanced`` item without ``=``).
+        """
+        from clamp_track.config import merge, parse_overrides
+
+        settings = {
+            "pose_model": self.pose_model.currentText().strip(),
+            "detect": {"name": self.detector.currentText(), "every": self.detect_every.value()},
+            "pose": {"device": self.device.currentText().strip() or "auto",
+                     "batch_size": self.batch_size.value(),
+                     "flip_test": self.flip_test.isChecked()},
+        }
+        if self.weights.text().strip():
+            settings["pose_weights"] = self.weights.text().strip()
+        if self.detector.currentText() == "file":
+            settings["detect"]["boxes"] = self.boxes.text().strip()
+        settings = merge(settings, parse_overrides(self.extra.text().split()))
+        out = self.out_dir.text().strip()
+        return RunRequest(Path(self.video.text().strip()), settings, Path(out) if out else None,
+                          resume=self.resume.isChecked(), overwrite=self.overwrite.isChecked())
+
+
+class ExportDialog(QDialog):
+    """Choose export formats and a folder (``clamp-track export``).
+
+    Args:
+        store: The result store.
+        video: The video in use (for the annotated video).
+    """
+
+    def __init__(self, store: Path, video: Path | None, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Export")
+        self.store, self.video = store, video
+        self.checks = {}
+        layout = QVBoxLayout(self)
+        layout.addWidget(QLabel(f"Export the results of <b>{store.name}</b>, with your "
+                                "corrections:"))
+        for name, label in EXPORT_FORMATS:
+            box = QCheckBox(label)
+            box.setChecked(name in ("csv", "dlc"))
+            self.checks[name] = box
+            layout.addWidget(box)
+        self.out_dir = QLineEdit(str(store.parent))
+        form = QFormLayout()
+        form.addRow("Folder", _path_row(self.out_dir, lambda e: _pick_folder(e, "Folder")))
+        layout.addLayout(form)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
+                                   | QDialogButtonBox.StandardButton.Cancel)
+        buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Export")
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+
+    def request(self) -> ExportRequest:
+        """The export the user asked for."""
+        formats = tuple(name for name, box in self.checks.items() if box.isChecked())
+        out = self.out_dir.text().strip()
+        return ExportRequest(self.store, formats, Path(out) if out else None, self.video)
+
+
+class ProgressDialog(QDialog):
+    """Progress of a :class:`TaskWorker` with a Cancel button; non-modal, so the window works.
+
+    Args:
+        worker: The task (not started yet).
+        title: Window title.
+    """
+
+    def __init__(self, worker: TaskWorker, title: str, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle(title)
+        self.setWindowModality(Qt.WindowModality.NonModal)
+        self.worker = worker
+        self.label = QLabel("starting…")
+        self.bar = QProgressBar()
+        self.bar.setRange(0, 0)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.label)
+        layout.addWidget(self.bar)
+        layout.addWidget(self.cancel_button, 0, Qt.AlignmentFlag.AlignRight)
+        self.setMinimumWidth(420)
+        worker.progressed.connect(self._progress)
+        for signal in (worker.succeeded, worker.failed, worker.cancelled):
+            signal.connect(self.accept)
+
+    def _progress(self, done: int, total: int, message: str) -> None:
+        if total > 0:
+            self.bar.setRange(0, total)
+            self.bar.setValue(done)
+            self.label.setText(f"{done} / {total}  {message}")
+        else:
+            self.label.setText(message)
+
+    def cancel(self) -> None:
+        """Ask the task to stop (it stops at its next progress report)."""
+        self.worker.cancel()
+        self.cancel_button.setEnabled(False)
+        self.label.setText("cancelling…")
+
+    def reject(self) -> None:
+        """Escape / closing the dialog cancels the task."""
+        self.cancel()

@@ -1,0 +1,881 @@
+"""The review window: frame view, timeline, transport, panels, menus and shortcuts.
+
+It wires views to :class:`~clamp_track.gui.state.ReviewState`, turns user gestures into undo
+commands (:mod:`clamp_track.gui.undo`) and starts background work (:mod:`clamp_track.gui.workers`,
+:mod:`clamp_track.gui.frames`). It holds no results itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from PyQt6.QtCore import QEventLoop, Qt, QTimer
+from PyQt6.QtGui import QAction, QImage, QKeySequence, QUndoStack
+from PyQt6.QtWidgets import (
+    QComboBox,
+    QDockWidget,
+    QFileDialog,
+    QHBoxLayout,
+    QInputDialog,
+    QLabel,
+    QMainWindow,
+    QMenu,
+    QMessageBox,
+    QPushButton,
+    QSpinBox,
+    QStackedWidget,
+    QStyle,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from clamp_track.errors import ClampTrackError
+from clamp_track.gui import dialogs
+from clamp_track.gui.editor import Editor
+from clamp_track.gui.frame_view import FrameView, Overlays
+from clamp_track.gui.frames import FrameLoader
+from clamp_track.gui.panels import KeypointPanel, QueuePanel, TrackPanel
+from clamp_track.gui.state import ReviewState
+from clamp_track.gui.style import track_color
+from clamp_track.gui.timeline import Timeline, TimelineRow
+from clamp_track.gui.workers import (
+    ExportRequest,
+    RunRequest,
+    TaskWorker,
+    export_task,
+    finetune_available,
+    finetune_task,
+    run_task,
+)
+from clamp_track.io.store import SUFFIX, store_path
+from clamp_track.pipelines.review import Coordinates
+
+log = logging.getLogger(__name__)
+
+SPEEDS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+VIDEO_FILTER = "Videos (*.mp4 *.avi *.mov *.mkv *.m4v *.mpg *.mpeg *.wmv *.webm);;All files (*)"
+STORE_FILTER = f"clamp-track results (*{SUFFIX});;All files (*)"
+
+
+class MainWindow(QMainWindow):
+    """The review GUI's main window.
+
+    Args:
+        interactive: False for offscreen renders (``--screenshot``): problems are collected in
+            :attr:`errors` instead of shown in message boxes, and nothing asks the user.
+    """
+
+    def __init__(self, interactive: bool = True):
+        super().__init__()
+        self.interactive = interactive
+        self.errors: list[str] = []
+        self.state = ReviewState(self)
+        self.undo_stack = QUndoStack(self)
+        self.editor = Editor(self.state, self.undo_stack, self.report_error, self.choose_track,
+                             self)
+        self.loader: FrameLoader | None = None
+        self.video_times: np.ndarray | None = None
+        self._low: dict[int, np.ndarray] = {}  # per track: low-confidence rows (timeline)
+        self.overlays = Overlays()
+        self.tasks: list[TaskWorker] = []
+        self.progress_dialog: dialogs.ProgressDialog | None = None  # of the last task started
+        self._shown_frame: int | None = None  # the frame whose image is on screen
+        self._video_problem = "video not found"  # why there are no frames, for the banner
+        self._speed = SPEEDS.index(1.0)
+        self.play_timer = QTimer(self)
+        self.play_timer.timeout.connect(self._tick)
+        self.setWindowTitle("clamp-track review")
+        self.setAcceptDrops(True)
+        self._build_central()
+        self._build_docks()
+        self._build_actions()
+        self._build_menus()
+        self._build_status()
+        self._connect_state()
+        self._session_changed()
+
+    # ================================================================== layout
+    def _build_central(self) -> None:
+        self.view = FrameView()
+        self.timeline = Timeline()
+        self.banner = QLabel()
+        self.banner.setWordWrap(True)
+        self.banner.setStyleSheet("QLabel { background: #4a3b12; color: #ffe9a8; padding: 6px; "
+                                  "border-radius: 3px; }")
+        self.banner.setVisible(False)
+        review = QWidget()
+        layout = QVBoxLayout(review)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.setSpacing(4)
+        layout.addWidget(self.banner)
+        layout.addWidget(self.view, 1)
+        layout.addWidget(self.timeline)
+        layout.addLayout(self._build_transport())
+        self.pages = QStackedWidget()
+        self.pages.addWidget(self._build_empty_page())
+        self.pages.addWidget(review)
+        self.setCentralWidget(self.pages)
+
+    def _build_empty_page(self) -> QWidget:
+        page = QWidget()
+        layout = QVBoxLayout(page)
+        layout.addStretch(1)
+        title = QLabel("<h2>clamp-track review</h2>")
+        title.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty_hint = QLabel(
+            "Open a video to review its tracked animals, or open the results of a run "
+            f"(the <tt>&lt;video&gt;{SUFFIX}</tt> file that <tt>clamp-track run VIDEO</tt> "
+            "writes beside it).<br><br>No results yet? Open the video and choose "
+            "<b>Run → Run pipeline…</b> (Ctrl+R). You can also drop a file here.")
+        self.empty_hint.setWordWrap(True)
+        self.empty_hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty_hint.setMaximumWidth(560)
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        for text, slot in (("Open video…", self.open_video_dialog),
+                           ("Open results…", self.open_store_dialog)):
+            button = QPushButton(text)
+            button.setMinimumWidth(140)
+            button.clicked.connect(slot)
+            buttons.addWidget(button)
+        buttons.addStretch(1)
+        layout.addWidget(title)
+        layout.addWidget(self.empty_hint, 0, Qt.AlignmentFlag.AlignHCenter)
+        layout.addSpacing(12)
+        layout.addLayout(buttons)
+        layout.addStretch(2)
+        return page
+
+    def _build_transport(self) -> QHBoxLayout:
+        row = QHBoxLayout()
+        icons = QStyle.StandardPixmap
+        self.play_button = QToolButton()
+        self.play_button.setToolTip("Play / pause (Space)")
+        self.play_button.clicked.connect(self.toggle_play)
+        row.addWidget(self.play_button)
+        for icon, tip, step in ((icons.SP_MediaSeekBackward, "Back 10 frames (Shift+Left)", -10),
+                                (icons.SP_MediaSkipBackward, "Previous frame (Left)", -1),
+                                (icons.SP_MediaSkipForward, "Next frame (Right)", 1),
+                                (icons.SP_MediaSeekForward, "Forward 10 frames (Shift+Right)",
+                                 10)):
+            button = QToolButton()
+            button.setIcon(self.style().standardIcon(icon))
+            button.setToolTip(tip)
+            button.clicked.connect(lambda _=False, s=step: self.step(s))
+            row.addWidget(button)
+        self._set_play_icon(False)
+        self.frame_box = QSpinBox()
+        self.frame_box.setKeyboardTracking(False)
+        self.frame_box.setToolTip("Go to frame")
+        self.frame_box.valueChanged.connect(self.state.set_frame)
+        self.time_label = QLabel()
+        self.speed_box = QComboBox()
+        self.speed_box.addItems([f"{s:g}×" for s in SPEEDS])
+        self.speed_box.setCurrentIndex(self._speed)
+        self.speed_box.setToolTip("Playback speed ([ and ])")
+        self.speed_box.currentIndexChanged.connect(self._set_speed)
+        self.coords_box = QComboBox()
+        self.coords_box.addItem("Raw keypoints", Coordinates.RAW)
+        self.coords_box.addItem("Smoothed keypoints", Coordinates.SMOOTHED)
+        self.coords_box.setToolTip("Show the model's or the smoother's keypoints (S)")
+        self.coords_box.currentIndexChanged.connect(
+            lambda i: self.state.set_coordinates(self.coords_box.itemData(i)))
+        row.addSpacing(8)
+        row.addWidget(QLabel("Frame"))
+        row.addWidget(self.frame_box)
+        row.addWidget(self.time_label)
+        row.addStretch(1)
+        row.addWidget(QLabel("Speed"))
+        row.addWidget(self.speed_box)
+        row.addWidget(self.coords_box)
+        for widget in (self.frame_box, self.speed_box, self.coords_box):
+            widget.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
+        return row
+
+    def _build_docks(self) -> None:
+        self.track_panel = TrackPanel(self.state)
+        self.keypoint_panel = KeypointPanel(self.state)
+        self.queue_panel = QueuePanel(self.state)
+        self.queue_panel.previous_button.clicked.connect(self.previous_suspect)
+        self.queue_panel.next_button.clicked.connect(self.next_suspect)
+        self.queue_panel.itemChosen.connect(self.go_to_suspect)
+        self.docks = {}
+        for name, widget in (("Animals", self.track_panel), ("Keypoints", self.keypoint_panel),
+                             ("Review queue", self.queue_panel)):
+            dock = QDockWidget(name, self)
+            dock.setObjectName(name)
+            dock.setWidget(widget)
+            dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
+                             | QDockWidget.DockWidgetFeature.DockWidgetClosable
+                             | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
+            self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+            self.docks[name] = dock
+        self.resizeDocks(list(self.docks.values()), [120, 380, 300], Qt.Orientation.Vertical)
+        self.resizeDocks([self.docks["Animals"]], [430], Qt.Orientation.Horizontal)
+
+    # ================================================================== actions
+    def _action(self, text: str, slot, shortcut=None, tip: str = "", checkable=False) -> QAction:
+        action = QAction(text, self)
+        if shortcut:
+            keys = shortcut if isinstance(shortcut, (list, tuple)) else [shortcut]
+            action.setShortcuts([QKeySequence(k) for k in keys])
+        action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        if tip:
+            action.setStatusTip(tip)
+        action.setCheckable(checkable)
+        action.triggered.connect(slot)
+        self.addAction(action)
+        return action
+
+    def _build_actions(self) -> None:
+        a = self._action
+        keys = QKeySequence.StandardKey
+        self.act_open_video = a("Open &video…", self.open_video_dialog, keys.Open)
+        self.act_open_store = a("Open &results…", self.open_store_dialog, "Ctrl+Shift+O")
+        self.act_locate = a("&Locate video…", self.locate_video_dialog, tip="Point the results "
+                            "at their video if it moved")
+        self.act_close = a("&Close", self.close_session, keys.Close)
+        self.act_quit = a("&Quit", self.close, keys.Quit)
+        self.act_run = a("&Run pipeline…", self.run_dialog, "Ctrl+R")
+        self.act_export = a("&Export…", self.export_dialog, "Ctrl+E")
+        self.act_finetune = a("&Fine-tune on corrections…", self.finetune)
+        self.act_undo = self.undo_stack.createUndoAction(self, "&Undo")
+        self.act_undo.setShortcuts([QKeySequence(keys.Undo)])
+        self.act_redo = self.undo_stack.createRedoAction(self, "&Redo")
+        self.act_redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
+        self.addActions([self.act_undo, self.act_redo])
+        ed = self.editor
+        self.act_occluded = a("Mark keypoint &occluded / visible", ed.toggle_occluded, "O")
+        self.act_reset = a("&Reset keypoint to prediction", ed.reset_keypoint, "R")
+        self.act_delete_instance = a("Delete animal in this &frame", ed.delete_instance,
+                                     "Delete")
+        self.act_delete_track = a("Delete whole &track", ed.delete_track, "Shift+Delete")
+        self.act_delete_after = a("Delete track from this frame &on", ed.delete_track_after,
+                                  "Ctrl+Delete")
+        self.act_swap = a("&Swap two animals from this frame on", ed.swap_tracks, "Ctrl+T")
+        self.act_merge = a("&Merge two animals", ed.merge_tracks, "Ctrl+M")
+        self.act_play = a("&Play / pause", self.toggle_play, "Space")
+        self.act_next = a("&Next frame", lambda: self.step(1), "Right")
+        self.act_prev = a("&Previous frame", lambda: self.step(-1), "Left")
+        self.act_next10 = a("Forward 10 frames", lambda: self.step(10), ["Shift+Right", "Down"])
+        self.act_prev10 = a("Back 10 frames", lambda: self.step(-10), ["Shift+Left", "Up"])
+        self.act_first = a("&First frame", lambda: self.state.set_frame(0), "Home")
+        self.act_last = a("&Last frame", lambda: self.state.set_frame(self.state.n_frames - 1),
+                          "End")
+        self.act_faster = a("Faster", lambda: self._set_speed(self._speed + 1), "]")
+        self.act_slower = a("Slower", lambda: self._set_speed(self._speed - 1), "[")
+        self.act_next_suspect = a("Next in review &queue", self.next_suspect, "N")
+        self.act_prev_suspect = a("Previous in review queue", self.previous_suspect, "P")
+        self.act_next_flag = a("Next flagged frame in time", self.next_flag_in_time, "Shift+N")
+        self.act_prev_flag = a("Previous flagged frame in time", self.previous_flag_in_time,
+                               "Shift+P")
+        self.act_next_corrected = a("Next corrected frame", lambda: self.jump_corrected(1), "C")
+        self.act_prev_corrected = a("Previous corrected frame", lambda: self.jump_corrected(-1),
+                                    "Shift+C")
+        self.act_next_animal = a("Next animal", lambda: self.cycle_animal(1), "Tab")
+        self.act_prev_animal = a("Previous animal", lambda: self.cycle_animal(-1), "Shift+Tab")
+        self.act_smoothed = a("&Smoothed keypoints", self.toggle_smoothed, "S", checkable=True)
+        self.act_zoom_in = a("Zoom &in", lambda: self.view.zoom(1.25), ["+", "="])
+        self.act_zoom_out = a("Zoom &out", lambda: self.view.zoom(0.8), "-")
+        self.act_fit = a("&Fit frame", self.view.fit, ["0", "F"])
+        self.overlay_actions = {}
+        for name, label in (("boxes", "Boxes"), ("labels", "Animal labels"),
+                            ("skeleton", "Skeleton"), ("keypoints", "Keypoints")):
+            act = a(label, self._overlays_changed, checkable=True)
+            act.setChecked(True)
+            self.overlay_actions[name] = act
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        menus = {
+            "&File": [self.act_open_video, self.act_open_store, self.act_locate, None,
+                      self.act_export, None, self.act_close, self.act_quit],
+            "&Edit": [self.act_undo, self.act_redo, None, self.act_occluded, self.act_reset,
+                      None, self.act_delete_instance, self.act_delete_after,
+                      self.act_delete_track, None, self.act_swap, self.act_merge],
+            "&View": [self.act_smoothed, None, *self.overlay_actions.values(), None,
+                      self.act_zoom_in, self.act_zoom_out, self.act_fit],
+            "&Go": [self.act_play, self.act_faster, self.act_slower, None, self.act_next,
+                    self.act_prev, self.act_next10, self.act_prev10, self.act_first,
+                    self.act_last, None, self.act_next_suspect, self.act_prev_suspect,
+                    self.act_next_flag, self.act_prev_flag, self.act_next_corrected,
+                    self.act_prev_corrected, None, self.act_next_animal, self.act_prev_animal],
+            "&Run": [self.act_run, self.act_export, self.act_finetune],
+        }
+        for title, actions in menus.items():
+            menu = bar.addMenu(title)
+            for action in actions:
+                if action is None:
+                    menu.addSeparator()
+                else:
+                    menu.addAction(action)
+        window_menu = bar.addMenu("&Window")
+        for dock in self.docks.values():
+            window_menu.addAction(dock.toggleViewAction())
+
+    def _build_status(self) -> None:
+        self.frame_label = QLabel()
+        self.decode_label = QLabel()
+        self.saved_label = QLabel()
+        for widget in (self.saved_label, self.decode_label, self.frame_label):
+            self.statusBar().addPermanentWidget(widget)
+
+    def _connect_state(self) -> None:
+        s = self.state
+        s.sessionChanged.connect(self._session_changed)
+        s.frameChanged.connect(self._frame_changed)
+        s.dataChanged.connect(self._data_changed)
+        s.selectionChanged.connect(self._refresh_overlays)
+        s.selectionChanged.connect(self._update_actions)
+        s.coordinatesChanged.connect(self._refresh_overlays)
+        s.queueChanged.connect(self._refresh_timeline)
+        self.view.keypointMoved.connect(self._keypoint_moved)
+        self.view.instanceClicked.connect(self._instance_clicked)
+        self.view.menuRequested.connect(self._instance_menu)
+        self.timeline.seekRequested.connect(self.state.set_frame)
+        self.undo_stack.indexChanged.connect(self._edited)
+
+    # ================================================================== opening
+    def report_error(self, title: str, message: str) -> None:
+        """Show a one-line problem (or collect it when not interactive)."""
+        log.debug("%s: %s", title, message)
+        if self.interactive:
+            dialogs.show_error(self, title, message)
+        else:
+            self.errors.append(message)
+
+    def open_paths(self, video: str | Path | None = None, store: str | Path | None = None
+                   ) -> bool:
+        """Open a video and/or a result store; False (after telling the user) if it failed.
+
+        With only a video, its ``<video>.clamp.sqlite`` is opened if it exists. With only a
+        store, its video is taken from the store, and looked for if it moved.
+        """
+        video = Path(video) if video else None
+        store = Path(store) if store else None
+        if video is not None and str(video).endswith(SUFFIX) and store is None:
+            video, store = None, video
+        if store is None and video is not None and store_path(video).is_file():
+            store = store_path(video)
+        if video is not None and not video.is_file():
+            self.report_error("Video not found", f"{video}: video file not found; check the "
+                              "path")
+            return False
+        self.stop_playing()
+        if store is not None:
+            try:
+                self.state.open_store(store)
+            except ClampTrackError as exc:  # the session open before stays as it was
+                self.report_error("Cannot open the results", str(exc))
+                return False
+        else:
+            self.state.close()
+        self.undo_stack.clear()  # its commands belong to the closed results
+        self._use_video(video or self._find_video())
+        return True
+
+    def _find_video(self) -> Path | None:
+        """The store's video, or the one the user points to if it moved (None: without)."""
+        if self.state.store is None:
+            return None
+        recorded = Path(self.state.store.video_info.path)
+        if recorded.is_file():
+            return recorded
+        beside = self.state.store.path.parent / recorded.name
+        if beside.is_file():
+            return beside
+        return self.locate_video(recorded) if self.interactive else None
+
+    def locate_video(self, missing: Path) -> Path | None:
+        """Ask the user where a moved video is (None: review without frames)."""
+        answer = QMessageBox.question(
+            self, "Video not found",
+            f"The video of these results is not at {missing} any more. Locate it?\n\n"
+            "(Without it you can still review and fix the keypoints, on a blank frame.)")
+        if answer != QMessageBox.StandardButton.Yes:
+            return None
+        path, _ = QFileDialog.getOpenFileName(self, f"Locate {missing.name}",
+                                              str(missing.parent), VIDEO_FILTER)
+        return Path(path) if path else None
+
+    def locate_video_dialog(self) -> None:
+        """File → Locate video."""
+        if self.state.store is not None:
+            found = self.locate_video(Path(self.state.store.video_info.path))
+            if found:
+                self._use_video(found)
+
+    def _use_video(self, video: Path | None) -> None:
+        self._stop_loader()
+        self.video_times = None
+        self._video_problem = "video not found"
+        self.state.set_video(video)
+        if video is not None:
+            self.loader = FrameLoader(video, parent=self)
+            self.loader.opened.connect(self._video_opened)
+            self.loader.failed.connect(self._video_failed)
+            self.loader.frameReady.connect(self._image_ready)
+            self.loader.frameFailed.connect(self._image_failed)
+            self.loader.start()
+        self._frame_changed(self.state.frame)
+
+    def _stop_loader(self) -> None:
+        if self.loader is not None:
+            for signal in (self.loader.opened, self.loader.failed, self.loader.frameReady,
+                           self.loader.frameFailed):
+                signal.disconnect()
+            self.loader.stop()
+            self.loader.deleteLater()
+            self.loader = None
+        self._shown_frame = None
+
+    def _video_opened(self, info) -> None:
+        if self.loader is None:
+            return
+        self.video_times = self.loader.times_s
+        stored = self.state.store.video_info if self.state.store else None
+        if stored and (stored.width, stored.height) != (info.width, info.height):
+            self.report_error("Different video", f"{info.path} is {info.width}x{info.height} "
+                              f"but the results were made on {stored.width}x{stored.height}; "
+                              "locate the right video (File → Locate video)")
+        if self.state.store is None:
+            self.state.video_info = info
+            self._session_changed()
+        self._frame_changed(self.state.frame)
+
+    def _video_failed(self, message: str) -> None:
+        self.report_error("Cannot read the video", message)
+        self._stop_loader()
+        self._video_problem = "the video cannot be read"
+        self.state.set_video(None)
+
+    def open_video_dialog(self) -> None:
+        """File → Open video."""
+        path, _ = QFileDialog.getOpenFileName(self, "Open video", "", VIDEO_FILTER)
+        if path:
+            self.open_paths(video=path)
+
+    def open_store_dialog(self) -> None:
+        """File → Open results."""
+        path, _ = QFileDialog.getOpenFileName(self, "Open results", "", STORE_FILTER)
+        if path:
+            self.open_paths(store=path)
+
+    def close_session(self) -> None:
+        """File → Close (everything is saved already)."""
+        self.stop_playing()
+        self._stop_loader()
+        self.undo_stack.clear()
+        self.state.close()
+
+    def dragEnterEvent(self, event) -> None:
+        """Accept dropped files."""
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        """Open a dropped video or store."""
+        urls = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if urls:
+            self.open_paths(video=urls[0])
+
+    # ================================================================== display
+    def _session_changed(self) -> None:
+        s = self.state
+        has = s.store is not None or s.video_path is not None
+        self.pages.setCurrentIndex(1 if has else 0)
+        info = s.video_info
+        if info is not None:
+            self.view.set_frame_size(info.width, info.height)
+        self.frame_box.blockSignals(True)
+        self.frame_box.setRange(0, max(s.n_frames - 1, 0))
+        self.frame_box.blockSignals(False)
+        name = s.video_path.name if s.video_path else None
+        parts = [p for p in (name, s.store.path.name if s.store else None) if p]
+        title = "clamp-track review" + (" — " + " · ".join(parts) if parts else "")
+        self.setWindowTitle(title + ("" if s.editable or s.store is None else " (read-only)"))
+        self._update_banner()
+        self._data_changed(None)
+
+    def _update_banner(self) -> None:
+        s, text = self.state, ""
+        if s.store is None and s.video_path is not None:
+            text = ("No results for this video yet. Run the pipeline (Run → Run pipeline…, "
+                    "Ctrl+R) to track the animals and estimate their poses.")
+        elif s.store is not None and s.video_path is None:
+            text = (f"No frames ({self._video_problem}: {Path(s.store.video_info.path).name}):"
+                    " showing the results on a blank frame. File → Locate video… to see them.")
+        elif s.store is not None and not s.store.complete:
+            last = s.store.last_frame()
+            text = (f"This run stopped before the end (last frame {last}); smoothing and "
+                    "exports happen when it finishes. Run → Run pipeline… → Resume.")
+        if s.store is not None and not s.editable:
+            text = (text + " " if text else "") + "The results file is read-only: edits are off."
+        self.banner.setText(text)
+        self.banner.setVisible(bool(text))
+
+    def _frame_changed(self, frame: int) -> None:
+        self.frame_box.blockSignals(True)
+        self.frame_box.setValue(frame)
+        self.frame_box.blockSignals(False)
+        self.timeline.set_frame(frame)
+        self._show_image(frame)
+        self._refresh_overlays()
+        self._update_status()
+        self._update_actions()
+
+    def _show_image(self, frame: int) -> None:
+        if self.loader is None:
+            missing = self.state.store is not None and self.state.video_path is None
+            self.view.clear_image(f"{self._video_problem}: results on a blank frame"
+                                  if missing else "")
+            self._shown_frame = frame
+            return
+        image = self.loader.request(frame)
+        if image is not None:
+            self.view.set_image(image)
+            self._shown_frame = frame
+        elif self._shown_frame is not None:
+            self.view.set_note(f"decoding frame {frame}…")
+
+    def _image_ready(self, index: int, image: QImage) -> None:
+        if index == self.state.frame:
+            self.view.set_image(image)
+            self._shown_frame = index
+            self._update_status()
+
+    def _image_failed(self, index: int, message: str) -> None:
+        if index == self.state.frame:
+            self.view.clear_image(f"frame {index} cannot be decoded")
+            self._shown_frame = index
+            self.statusBar().showMessage(message, 5000)
+
+    def _refresh_overlays(self) -> None:
+        s = self.state
+        if s.data is None:
+            self.view.show_instances([], None, (), None)
+            return
+        self.view.show_instances(s.data.instances(s.frame, s.coordinates), s.data.keypoints,
+                                 s.selection.tracks, s.selection.keypoint, self.overlays)
+
+    def _data_changed(self, tracks: frozenset | None) -> None:
+        if tracks is None:
+            self._low.clear()
+        for track in tracks or ():
+            self._low.pop(track, None)
+        self._refresh_overlays()
+        self._refresh_timeline()
+        self._update_status()
+        self._update_actions()
+
+    def _refresh_timeline(self) -> None:
+        s = self.state
+        rows, corrected = [], np.zeros(0, np.int64)
+        if s.data is not None:
+            for track in s.data.track_ids:
+                if track not in self._low:
+                    self._low[track] = s.data.mean_confidence(track) < s.qc.low_confidence
+                rows.append(TimelineRow(track, track_color(track), s.data.tracks[track].frames,
+                                        self._low[track]))
+            corrected = s.data.corrected_frames()
+        self.timeline.set_data(s.n_frames, rows, corrected, s.queue.flagged_frames())
+
+    def _update_status(self) -> None:
+        s = self.state
+        if s.n_frames == 0:
+            self.frame_label.setText("")
+            self.time_label.setText("")
+            return
+        t = self._time_of(s.frame)
+        self.time_label.setText(f"/ {s.n_frames - 1}   {int(t // 60):02d}:{t % 60:05.2f}")
+        self.frame_label.setText(f"frame {s.frame}")
+        if self.loader is not None and self.loader.stats.requests:
+            st = self.loader.stats
+            mean = 1000 * st.decode_s / st.decoded if st.decoded else 0.0
+            self.decode_label.setText(f"decode {mean:.0f} ms/frame · cache hits "
+                                      f"{100 * st.hit_rate:.0f}%")
+
+    def _time_of(self, frame: int) -> float:
+        if self.video_times is not None and frame < len(self.video_times):
+            return float(self.video_times[frame])
+        fps = self.state.video_info.fps if self.state.video_info else 0
+        return frame / fps if fps else 0.0
+
+    def _update_actions(self) -> None:
+        s = self.state
+        editable = s.editable
+        track, kp = s.selection.track, s.selection.keypoint
+        present = track is not None and s.data is not None and \
+            s.data.tracks.get(track) is not None and s.data.tracks[track].row(s.frame) \
+            is not None
+        for act in (self.act_occluded, self.act_reset):
+            act.setEnabled(editable and present and kp is not None)
+        self.act_delete_instance.setEnabled(editable and present)
+        self.act_delete_track.setEnabled(editable and track is not None)
+        self.act_delete_after.setEnabled(editable and track is not None)
+        self.act_swap.setEnabled(editable and track is not None)
+        self.act_merge.setEnabled(editable and track is not None)
+        self.act_export.setEnabled(s.store is not None)
+        self.act_locate.setEnabled(s.store is not None)
+        self.act_close.setEnabled(s.store is not None or s.video_path is not None)
+
+    def _overlays_changed(self) -> None:
+        self.overlays = Overlays(**{k: a.isChecked() for k, a in self.overlay_actions.items()})
+        self._refresh_overlays()
+
+    def toggle_smoothed(self) -> None:
+        """View → Smoothed keypoints (S)."""
+        smoothed = self.state.coordinates is Coordinates.RAW
+        self.coords_box.setCurrentIndex(1 if smoothed else 0)
+        self.act_smoothed.setChecked(smoothed)
+
+    # ================================================================== navigation
+    def step(self, frames: int) -> None:
+        """Move ``frames`` frames (negative: back)."""
+        self.state.set_frame(self.state.frame + frames)
+
+    def toggle_play(self) -> None:
+        """Play / pause (Space)."""
+        if self.play_timer.isActive():
+            self.stop_playing()
+        elif self.state.n_frames:
+            if self.state.frame >= self.state.n_frames - 1:
+                self.state.set_frame(0)
+            self._start_timer()
+            self._set_play_icon(True)
+
+    def stop_playing(self) -> None:
+        """Pause."""
+        self.play_timer.stop()
+        self._set_play_icon(False)
+
+    def _set_play_icon(self, playing: bool) -> None:
+        icon = QStyle.StandardPixmap.SP_MediaPause if playing else \
+            QStyle.StandardPixmap.SP_MediaPlay
+        self.play_button.setIcon(self.style().standardIcon(icon))
+
+    def _start_timer(self) -> None:
+        fps = self.state.video_info.fps if self.state.video_info and \
+            self.state.video_info.fps else 25.0
+        self.play_timer.start(max(1, int(round(1000 / (fps * SPEEDS[self._speed])))))
+
+    def _tick(self) -> None:
+        """Advance one frame once the current one is on screen (playback never skips)."""
+        if self._shown_frame != self.state.frame:
+            return
+        if self.state.frame >= self.state.n_frames - 1:
+            self.stop_playing()
+            return
+        self.step(1)
+
+    def _set_speed(self, index: int) -> None:
+        self._speed = int(np.clip(index, 0, len(SPEEDS) - 1))
+        self.speed_box.blockSignals(True)
+        self.speed_box.setCurrentIndex(self._speed)
+        self.speed_box.blockSignals(False)
+        if self.play_timer.isActive():
+            self._start_timer()
+
+    def cycle_animal(self, direction: int) -> None:
+        """Select the next / previous animal present in this frame (Tab / Shift+Tab)."""
+        if self.state.data is None:
+            return
+        present = self.state.data.tracks_at(self.state.frame)
+        if not present:
+            return
+        current = self.state.selection.track
+        i = present.index(current) + direction if current in present else 0
+        self.state.select([present[i % len(present)]])
+
+    def go_to_suspect(self, index: int) -> None:
+        """Show review-queue item ``index``."""
+        self._show_suspect(self.state.queue.go(index))
+
+    def next_suspect(self) -> None:
+        """The next item of the review queue, by rank (N)."""
+        self._show_suspect(self.state.queue.next())
+
+    def previous_suspect(self) -> None:
+        """The previous item of the review queue, by rank (P)."""
+        self._show_suspect(self.state.queue.previous())
+
+    def next_flag_in_time(self) -> None:
+        """The next queue item after this frame (Shift+N)."""
+        self._show_suspect(self.state.queue.next_in_time(self.state.frame))
+
+    def previous_flag_in_time(self) -> None:
+        """The last queue item before this frame (Shift+P)."""
+        self._show_suspect(self.state.queue.previous_in_time(self.state.frame))
+
+    def _show_suspect(self, suspect) -> None:
+        if suspect is None:
+            self.statusBar().showMessage("No more items in the review queue", 3000)
+            return
+        self.stop_playing()
+        self.state.set_frame(suspect.frame)
+        tracks = [suspect.track] + ([suspect.other] if suspect.other else [])
+        self.state.select(tracks, suspect.keypoint)
+        self.queue_panel.refresh()
+        self.statusBar().showMessage(f"Animal {suspect.track}, frame {suspect.frame}: "
+                                     f"{suspect.reason.value} — {suspect.detail}", 8000)
+
+    def jump_corrected(self, direction: int) -> None:
+        """The next / previous frame with corrections (C / Shift+C)."""
+        if self.state.data is None:
+            return
+        frames = self.state.data.corrected_frames()
+        f = self.state.frame
+        candidates = frames[frames > f] if direction > 0 else frames[frames < f][::-1]
+        if len(candidates):
+            self.state.set_frame(int(candidates[0]))
+
+    # ================================================================== edits
+    def _instance_clicked(self, track: int, keypoint: int) -> None:
+        self.state.select([track], None if keypoint < 0 else keypoint)
+
+    def _keypoint_moved(self, track: int, keypoint: int, x: float, y: float) -> None:
+        if not self.editor.move_keypoint(track, keypoint, x, y):
+            self._refresh_overlays()  # read-only: put the marker back
+
+    def choose_track(self, title: str, candidates: list[int]) -> int | None:
+        """Ask which animal (None: cancelled, or not interactive)."""
+        if not self.interactive:
+            return None
+        items = [f"animal {t}" for t in candidates]
+        item, ok = QInputDialog.getItem(self, title, "With which animal?", items, 0, False)
+        return candidates[items.index(item)] if ok else None
+
+    def _instance_menu(self, track: int, keypoint: int, position) -> None:
+        self.state.select([track], None if keypoint < 0 else keypoint)
+        menu = QMenu(self)
+        if keypoint >= 0:
+            menu.addActions([self.act_occluded, self.act_reset])
+            menu.addSeparator()
+        menu.addActions([self.act_delete_instance, self.act_delete_after, self.act_delete_track])
+        menu.addSeparator()
+        menu.addActions([self.act_swap, self.act_merge])
+        menu.exec(position)
+
+    def _edited(self) -> None:
+        if self.state.store is not None:
+            self.saved_label.setText(f"✓ saved to {self.state.store.path.name}")
+
+    # ================================================================== background tasks
+    def _start_task(self, worker: TaskWorker, title: str,
+                    on_success) -> dialogs.ProgressDialog:
+        worker.succeeded.connect(on_success)
+        worker.failed.connect(lambda message: self.report_error(title, message))
+        worker.cancelled.connect(lambda message: self.statusBar().showMessage(
+            f"{title}: {message}", 10000))
+        worker.finished.connect(lambda: self.tasks.remove(worker))
+        self.tasks.append(worker)
+        dialog = self.progress_dialog = dialogs.ProgressDialog(worker, title, self)
+        if self.interactive:
+            dialog.show()
+        worker.start()
+        return dialog
+
+    def run_dialog(self) -> None:
+        """Run → Run pipeline: options, then the run in a worker thread."""
+        video = self.state.video_path
+        resumable = self.state.store is not None and not self.state.store.complete
+        dialog = dialogs.RunDialog(video, resumable, self)
+        if dialog.exec() != dialogs.RunDialog.DialogCode.Accepted:
+            return
+        try:
+            request = dialog.request()
+        except ClampTrackError as exc:
+            self.report_error("Run", str(exc))
+            return
+        self.start_run(request)
+
+    def start_run(self, request: RunRequest) -> TaskWorker:
+        """Run the pipeline in a worker; open its results when it finishes."""
+        target = store_path(request.video, request.out_dir)
+        if self.state.store is not None and self.state.store.path.resolve() == \
+                target.resolve():
+            self.close_session()  # the run rewrites this file
+        worker = TaskWorker(run_task(request))
+        self._start_task(worker, "Run pipeline", lambda summary: self.open_paths(
+            request.video, summary.store))
+        return worker
+
+    def export_dialog(self) -> None:
+        """Run → Export: formats and folder, then the export in a worker thread."""
+        if self.state.store is None:
+            return
+        dialog = dialogs.ExportDialog(self.state.store.path, self.state.video_path, self)
+        if dialog.exec() == dialogs.ExportDialog.DialogCode.Accepted:
+            self.start_export(dialog.request())
+
+    def start_export(self, request: ExportRequest) -> TaskWorker:
+        """Export in a worker; list the written files when done."""
+        worker = TaskWorker(export_task(request))
+
+        def done(paths) -> None:
+            names = "\n".join(str(p) for p in paths)
+            self.statusBar().showMessage(f"Exported {len(paths)} files", 10000)
+            if self.interactive:
+                dialogs.show_info(self, "Export", f"Written:\n{names}")
+
+        self._start_task(worker, "Export", done)
+        return worker
+
+    def finetune(self) -> None:
+        """Run → Fine-tune on corrections (when the fine-tuning feature is installed)."""
+        if not finetune_available():
+            dialogs.show_info(self, "Fine-tune", "Fine-tuning on your corrections is not "
+                              "available yet in this version of clamp-track. Your corrections "
+                              "are saved in the results file and will be used once it is.")
+            return
+        store = self.state.store
+        if store is None or not store.corrected_frames():
+            self.report_error("Fine-tune", "correct some keypoints first: fine-tuning learns "
+                              "from the corrected frames")
+            return
+        worker = TaskWorker(finetune_task([store.path]))
+        self._start_task(worker, "Fine-tune", self._finetuned)
+
+    def _finetuned(self, result) -> None:
+        dialogs.show_info(self, "Fine-tune", f"Fine-tuning finished: {result}. Run the "
+                          "pipeline again with the new weights (Run → Run pipeline…).")
+
+    # ================================================================== screenshots, closing
+    def wait_for_frame(self, timeout_s: float = 60.0) -> bool:
+        """Process events until the current frame's image is shown (or there is no video)."""
+        loop = QEventLoop()
+        timer = QTimer()
+        timer.setSingleShot(True)
+        timer.timeout.connect(loop.quit)
+        check = QTimer()
+        check.timeout.connect(lambda: loop.quit() if self._frame_done() else None)
+        timer.start(int(timeout_s * 1000))
+        check.start(20)
+        if not self._frame_done():
+            loop.exec()
+        check.stop()
+        return self._frame_done()
+
+    def _frame_done(self) -> bool:
+        return self.loader is None or self._shown_frame == self.state.frame
+
+    def save_screenshot(self, path: str | Path) -> Path:
+        """Render the whole window to a PNG."""
+        path = Path(path)
+        if not self.grab().save(str(path)):
+            raise ClampTrackError(f"{path}: cannot write the screenshot")
+        return path
+
+    def closeEvent(self, event) -> None:
+        """Stop playback, decoding and tasks; close the store (nothing is unsaved)."""
+        self.stop_playing()
+        for worker in list(self.tasks):
+            worker.cancel()
+            worker.wait()
+        self._stop_loader()
+        self.state.close()
+        super().closeEvent(event)
+

@@ -1,0 +1,263 @@
+"""The review session's state: what is open, which frame and animal are current, and the edits.
+
+Views observe :class:`ReviewState` through its signals and never change each other. Every
+change of results goes through one of its edit methods, each a single store transaction (the
+autosave: a closed window or a crash loses nothing), followed by the in-memory mirror
+(:class:`~clamp_track.pipelines.review.ReviewData`) and the review queue being brought up to
+date. Only the undo commands (:mod:`clamp_track.gui.undo`) call the edit methods, so every edit
+can be undone.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PyQt6.QtCore import QObject, pyqtSignal
+
+from clamp_track.errors import InputError
+from clamp_track.io.store import ResultStore, Snapshot
+from clamp_track.pipelines.qc import (
+    QCConfig,
+    Reason,
+    ReviewQueue,
+    Suspect,
+    pair_suspects,
+    rank,
+    track_suspects,
+)
+from clamp_track.pipelines.review import Coordinates, Correction, ReviewData
+from clamp_track.types import VideoInfo
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The animals (first = current) and the keypoint the user selected.
+
+    Attributes:
+        tracks: Selected track ids; the first is the current animal.
+        keypoint: Selected keypoint index of the current animal, or None.
+    """
+
+    tracks: tuple[int, ...] = ()
+    keypoint: int | None = None
+
+    @property
+    def track(self) -> int | None:
+        """The current animal, or None."""
+        return self.tracks[0] if self.tracks else None
+
+
+class ReviewState(QObject):
+    """One review session.
+
+    Signals:
+        sessionChanged: A store or video was opened or closed.
+        frameChanged(int): The current frame changed.
+        selectionChanged: The selected animals or keypoint changed.
+        dataChanged(object): Results changed (an edit, an undo, a reload): a frozenset of the
+            tracks concerned, or None for all.
+        coordinatesChanged: Raw / smoothed keypoints toggled.
+        queueChanged: The review queue was recomputed or refiltered.
+    """
+
+    sessionChanged = pyqtSignal()
+    frameChanged = pyqtSignal(int)
+    selectionChanged = pyqtSignal()
+    dataChanged = pyqtSignal(object)
+    coordinatesChanged = pyqtSignal()
+    queueChanged = pyqtSignal()
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.store: ResultStore | None = None
+        self.data: ReviewData | None = None
+        self.video_path: Path | None = None
+        self.video_info: VideoInfo | None = None  # of the opened video (or the store's)
+        self.frame = 0
+        self.selection = Selection()
+        self.coordinates = Coordinates.RAW
+        self.qc = QCConfig()
+        self.reasons: set[Reason] | None = None  # queue filter; None = all
+        self.suspects: list[Suspect] = []
+        self.queue = ReviewQueue([])
+        self._track_events: dict[int, list[Suspect]] = {}  # review-queue events per track
+        self._pair_events: list[Suspect] = []  # events between tracks
+
+    # ------------------------------------------------------------------ session
+    @property
+    def editable(self) -> bool:
+        """Whether results are open for editing."""
+        return self.store is not None and not self.store.readonly
+
+    @property
+    def n_frames(self) -> int:
+        """Frames on the timeline (the video's, or the results' when there is no video)."""
+        if self.data is not None:
+            return self.data.n_frames
+        return self.video_info.n_frames if self.video_info else 0
+
+    def open_store(self, path: str | os.PathLike) -> None:
+        """Open a result store (read-only if the file is not writable).
+
+        Raises:
+            InputError: The file is missing, corrupt or not a store (one-line message).
+        """
+        path = Path(path)
+        readonly = path.is_file() and not os.access(path, os.W_OK)
+        store = ResultStore.open(path, readonly=readonly)
+        try:
+            data = ReviewData.from_store(store)
+        except Exception as exc:  # noqa: BLE001 - a damaged store must not crash the GUI
+            store.close()
+            raise InputError(f"{path}: cannot read the results ({exc}); re-run the video") \
+                from None
+        self.close()
+        self.store, self.data = store, data
+        self.video_info = store.video_info
+        self._rescore(None)
+        self._recompute_queue(visited=set())
+        self.sessionChanged.emit()
+        self.set_frame(0, force=True)
+
+    def set_video(self, path: str | os.PathLike | None, info: VideoInfo | None = None) -> None:
+        """Use this video file for the frames (None: results without frames)."""
+        self.video_path = Path(path) if path else None
+        if info is not None and self.store is None:
+            self.video_info = info
+        self.sessionChanged.emit()
+
+    def close(self) -> None:
+        """Close the store (everything is already saved) and forget the video."""
+        if self.store is not None:
+            self.store.close()
+        self.store = self.data = None
+        self.video_path = self.video_info = None
+        self.selection = Selection()
+        self.suspects, self.queue = [], ReviewQueue([])
+        self._track_events, self._pair_events = {}, []
+        self.frame = 0
+        self.sessionChanged.emit()
+
+    # ------------------------------------------------------------------ navigation
+    def set_frame(self, frame: int, force: bool = False) -> None:
+        """Go to ``frame`` (clipped to the video)."""
+        frame = int(np.clip(frame, 0, max(self.n_frames - 1, 0)))
+        if frame != self.frame or force:
+            self.frame = frame
+            self.frameChanged.emit(frame)
+
+    def select(self, tracks=(), keypoint: int | None = None) -> None:
+        """Select animals (first = current) and optionally one of its keypoints."""
+        selection = Selection(tuple(int(t) for t in tracks), keypoint)
+        if selection != self.selection:
+            self.selection = selection
+            self.selectionChanged.emit()
+
+    def set_coordinates(self, coordinates: Coordinates) -> None:
+        """Show raw or smoothed keypoints."""
+        if coordinates is not self.coordinates:
+            self.coordinates = coordinates
+            self.coordinatesChanged.emit()
+
+    def set_reasons(self, reasons: set[Reason] | None) -> None:
+        """Filter the review queue by kind (None: all)."""
+        self.reasons = reasons
+        self.queue = ReviewQueue(self.suspects, reasons, self.queue.visited)
+        self.queueChanged.emit()
+
+    # ------------------------------------------------------------------ edits (undo commands)
+    def write_correction(self, frame: int, track: int, keypoint: int,
+                         correction: Correction | None) -> None:
+        """Store a keypoint correction (None: back to the prediction)."""
+        store = self._writable()
+        if correction is None:
+            store.clear_correction(frame, track, keypoint)
+        else:
+            store.set_correction(frame, track, keypoint, correction.x, correction.y,
+                                 correction.visible)
+        self.data.set_correction(frame, track, keypoint, correction)
+        self._changed({track}, boxes=False)
+
+    def delete_instances(self, track: int, first: int, last: int | None) -> Snapshot:
+        """Delete a track's instances in ``[first, last]`` and return what was deleted."""
+        store = self._writable()
+        snapshot = store.snapshot(track, first, last)
+        store.delete_track(track, first, last)
+        self._reload([track])
+        return snapshot
+
+    def restore(self, snapshot: Snapshot) -> None:
+        """Put deleted instances back."""
+        self._writable().restore(snapshot)
+        self._reload([snapshot.track])
+
+    def swap(self, a: int, b: int, from_frame: int) -> None:
+        """Exchange two tracks' identities from ``from_frame`` on (its own inverse)."""
+        self._writable().swap_tracks(a, b, from_frame)
+        self._reload([a, b])
+
+    def merge(self, keep: int, other: int) -> np.ndarray:
+        """Give ``other``'s instances the id ``keep``; returns the frames that moved."""
+        frames = self.data.tracks[other].frames.copy()
+        self._writable().merge_tracks(keep, other)
+        self._reload([keep, other])
+        return frames
+
+    def unmerge(self, keep: int, other: int, frames: np.ndarray) -> None:
+        """Undo :meth:`merge`: move ``frames`` of ``keep`` back to ``other``."""
+        self._writable().reassign([(int(f), keep, other) for f in frames])
+        self._reload([keep, other])
+
+    def _writable(self) -> ResultStore:
+        if not self.editable:
+            raise InputError("these results are open read-only; edits are disabled")
+        return self.store
+
+    def _reload(self, tracks) -> None:
+        self.data.reload(self.store, tracks)
+        present = set(self.data.track_ids)
+        kept = tuple(t for t in self.selection.tracks if t in present)
+        if kept != self.selection.tracks:
+            self.selection = Selection(kept, self.selection.keypoint if kept else None)
+            self.selectionChanged.emit()
+        self._changed(set(tracks), boxes=True)
+
+    def _changed(self, tracks: set[int], boxes: bool) -> None:
+        """Bring the review queue up to date for changed ``tracks`` and tell the views.
+
+        Only the changed tracks are rescored; events between tracks are rescored only when
+        boxes changed (identity edits), not after keypoint corrections.
+        """
+        self._rescore(tracks, boxes)
+        self._recompute_queue()
+        self.dataChanged.emit(frozenset(tracks))
+
+    def _rescore(self, tracks: set[int] | None, boxes: bool = True) -> None:
+        if self.data is None:
+            self._track_events, self._pair_events = {}, []
+            return
+        present = set(self.data.track_ids)
+        for track in present if tracks is None else tracks:
+            if track in present:
+                self._track_events[track] = track_suspects(self.data, track, self.qc)
+        for track in set(self._track_events) - present:
+            del self._track_events[track]
+        if boxes:
+            self._pair_events = pair_suspects(self.data, self.qc)
+
+    def _recompute_queue(self, visited: set | None = None) -> None:
+        old = self.queue
+        current = old.items[old.cursor] if 0 <= old.cursor < len(old) else None
+        events = [e for per_track in self._track_events.values() for e in per_track]
+        self.suspects = rank(events + self._pair_events) if self.data else []
+        self.queue = ReviewQueue(self.suspects, self.reasons,
+                                 old.visited if visited is None else visited)
+        if current is not None:  # stay at the item the user was at, or at its rank if fixed
+            keys = [ReviewQueue.key(s) for s in self.queue.items]
+            key = ReviewQueue.key(current)
+            self.queue.cursor = keys.index(key) if key in keys else min(old.cursor,
+                                                                        len(keys)) - 1
+        self.queueChanged.emit()

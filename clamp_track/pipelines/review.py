@@ -1,0 +1,280 @@
+"""A result store's tracks in memory, with the user's corrections applied, for reviewing.
+
+:class:`ReviewData` is what the review GUI draws and what the review queue
+(:mod:`clamp_track.pipelines.qc`) scores. It holds every track's arrays (a 10-minute video
+with a few animals is a few tens of MB) so a frame's instances are found by binary search
+rather than by a query, and it mirrors the store's corrections so an edit never re-reads a
+track. It never writes: the GUI writes to the store, then tells this object what changed
+(:meth:`ReviewData.set_correction`, :meth:`ReviewData.reload`). No Qt here.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from clamp_track.skeleton import KeypointSet
+
+
+class Coordinates(enum.Enum):
+    """Which keypoint positions are shown: the model's, or the smoother's."""
+
+    RAW = "raw"
+    SMOOTHED = "smoothed"
+
+
+@dataclass(frozen=True)
+class Correction:
+    """The user's position of one keypoint in one frame.
+
+    Attributes:
+        x: Frame pixels (None when not visible).
+        y: Frame pixels (None when not visible).
+        visible: False marks the keypoint occluded or absent.
+    """
+
+    x: float | None
+    y: float | None
+    visible: bool = True
+
+    @classmethod
+    def hidden(cls) -> Correction:
+        """A keypoint marked occluded / absent."""
+        return cls(None, None, False)
+
+
+@dataclass
+class TrackArrays:
+    """One track as stored (see :meth:`ResultStore.track`).
+
+    Attributes:
+        track: Track id.
+        frames: (T,) int64 frame indices, ascending.
+        boxes: (T, 4) float32 boxes ``x1, y1, x2, y2`` in frame pixels.
+        raw: (T, K, 3) float32 model keypoints ``x, y, confidence``.
+        smooth: (T, K, 3) float32 smoothed keypoints ``x, y, variance`` (NaN where none).
+    """
+
+    track: int
+    frames: np.ndarray
+    boxes: np.ndarray
+    raw: np.ndarray
+    smooth: np.ndarray
+
+    @cached_property
+    def mean_confidence(self) -> float:
+        """Mean keypoint confidence of the model over the track (NaN if empty).
+
+        Computed once: the arrays of a loaded track do not change (a reload makes new ones).
+        """
+        conf = self.raw[..., 2]
+        finite = conf[np.isfinite(conf)]
+        return float(finite.mean()) if finite.size else float("nan")
+
+    def row(self, frame: int) -> int | None:
+        """The row of ``frame``, or None if the track is absent there."""
+        i = int(np.searchsorted(self.frames, frame))
+        return i if i < len(self.frames) and self.frames[i] == frame else None
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One animal in one frame, as the review GUI draws it.
+
+    Attributes:
+        track: Track id.
+        box: (4,) ``x1, y1, x2, y2``.
+        xy: (K, 2) shown positions: the correction where there is one, else the model's (raw or
+            smoothed as asked; raw where the smoother has no value).
+        confidence: (K,) the model's confidence (1 for corrected keypoints).
+        corrected: (K,) bool, the user corrected this keypoint here.
+        hidden: (K,) bool, the user marked it occluded / absent (``xy`` is then the model's).
+    """
+
+    track: int
+    box: np.ndarray
+    xy: np.ndarray
+    confidence: np.ndarray
+    corrected: np.ndarray
+    hidden: np.ndarray
+
+
+@dataclass(frozen=True)
+class TrackStats:
+    """One row of the track list.
+
+    Attributes:
+        track: Track id.
+        frames: Frames the track is present in.
+        first: First frame.
+        last: Last frame.
+        mean_confidence: Mean keypoint confidence of the model over the track.
+        corrected_frames: Frames in which the user corrected at least one of its keypoints.
+    """
+
+    track: int
+    frames: int
+    first: int
+    last: int
+    mean_confidence: float
+    corrected_frames: int
+
+
+class ReviewData:
+    """All tracks of a store plus the corrections, in memory.
+
+    Args:
+        keypoints: The keypoint set of the predictions.
+        n_frames: Frames in the video (the timeline's length; results may cover fewer).
+        tracks: The tracks' arrays.
+        corrections: ``(frame, track, keypoint, x, y, visible)`` rows, as the store lists them.
+    """
+
+    def __init__(self, keypoints: KeypointSet, n_frames: int, tracks: Iterable[TrackArrays],
+                 corrections: Iterable[tuple] = ()):
+        self.keypoints = keypoints
+        self.n_frames = int(n_frames)
+        self.tracks: dict[int, TrackArrays] = {t.track: t for t in tracks}
+        # track -> frame -> keypoint -> Correction
+        self._corrections: dict[int, dict[int, dict[int, Correction]]] = {}
+        self._set_all_corrections(corrections)
+
+    @classmethod
+    def from_store(cls, store) -> ReviewData:
+        """Load everything from an open :class:`~clamp_track.io.store.ResultStore`."""
+        info = store.video_info
+        frames, _ = store.frame_times()
+        n_frames = max(info.n_frames, int(frames.max()) + 1 if len(frames) else 0)
+        tracks = [_load_track(store, t) for t in store.track_ids()]
+        return cls(store.keypoints, n_frames, tracks, store.corrections())
+
+    def reload(self, store, tracks: Iterable[int] | None = None) -> None:
+        """Re-read some tracks (all when None) and all corrections after an identity edit."""
+        present = set(store.track_ids())
+        wanted = present if tracks is None else set(tracks)
+        for track in wanted | (set(self.tracks) - present):
+            if track in present:
+                self.tracks[track] = _load_track(store, track)
+            else:
+                self.tracks.pop(track, None)
+        self._set_all_corrections(store.corrections())
+
+    def _set_all_corrections(self, rows: Iterable[tuple]) -> None:
+        self._corrections = {}
+        for frame, track, kp, x, y, visible in rows:
+            self._corrections.setdefault(track, {}).setdefault(frame, {})[kp] = Correction(
+                x, y, bool(visible))
+
+    # ---------------------------------------------------------------------- lookups
+    @property
+    def track_ids(self) -> list[int]:
+        """Track ids, ascending."""
+        return sorted(self.tracks)
+
+    def tracks_at(self, frame: int) -> list[int]:
+        """Tracks present in ``frame``."""
+        return [t for t in self.track_ids if self.tracks[t].row(frame) is not None]
+
+    def correction(self, frame: int, track: int, keypoint: int) -> Correction | None:
+        """The user's correction of a keypoint, or None."""
+        return self._corrections.get(track, {}).get(frame, {}).get(keypoint)
+
+    def set_correction(self, frame: int, track: int, keypoint: int,
+                       correction: Correction | None) -> None:
+        """Mirror a correction just written to (or, with None, removed from) the store."""
+        per_frame = self._corrections.setdefault(track, {})
+        if correction is None:
+            per_frame.get(frame, {}).pop(keypoint, None)
+            if not per_frame.get(frame, True):
+                del per_frame[frame]
+        else:
+            per_frame.setdefault(frame, {})[keypoint] = correction
+
+    def corrected_frames(self, track: int | None = None) -> np.ndarray:
+        """Sorted frames with corrections (of one track, or of any)."""
+        tracks = self._corrections if track is None else {track: self._corrections.get(track,
+                                                                                        {})}
+        frames = {f for per_frame in tracks.values() for f, kps in per_frame.items() if kps}
+        return np.array(sorted(frames), dtype=np.int64)
+
+    def instance(self, frame: int, track: int,
+                 coordinates: Coordinates = Coordinates.RAW) -> Instance | None:
+        """One track's instance in ``frame`` as drawn, or None if it is absent there."""
+        arrays = self.tracks.get(track)
+        i = arrays.row(frame) if arrays else None
+        if i is None:
+            return None
+        xy = arrays.raw[i, :, :2].astype(np.float64)
+        if coordinates is Coordinates.SMOOTHED:
+            smooth = arrays.smooth[i, :, :2]
+            xy = np.where(np.isfinite(smooth), smooth, xy)
+        conf = arrays.raw[i, :, 2].astype(np.float64)
+        k = self.keypoints.num_keypoints
+        corrected, hidden = np.zeros(k, bool), np.zeros(k, bool)
+        for kp, c in self._corrections.get(track, {}).get(frame, {}).items():
+            corrected[kp] = True
+            if c.visible:
+                xy[kp], conf[kp] = (c.x, c.y), 1.0
+            else:
+                hidden[kp] = True
+        return Instance(track, arrays.boxes[i].astype(np.float64), xy, conf, corrected, hidden)
+
+    def instances(self, frame: int,
+                  coordinates: Coordinates = Coordinates.RAW) -> list[Instance]:
+        """Every instance in ``frame``, by track id."""
+        found = (self.instance(frame, t, coordinates) for t in self.track_ids)
+        return [i for i in found if i is not None]
+
+    # ---------------------------------------------------------------------- whole tracks
+    def corrected_positions(self, track: int) -> tuple[np.ndarray, np.ndarray]:
+        """A track's raw keypoints with the corrections applied.
+
+        Returns:
+            ``xy`` (T, K, 2) float32 (NaN where marked occluded) and ``confidence`` (T, K)
+            (1 where corrected and visible, 0 where marked occluded).
+        """
+        arrays = self.tracks[track]
+        xy = arrays.raw[..., :2].copy()
+        conf = arrays.raw[..., 2].copy()
+        for frame, kps in self._corrections.get(track, {}).items():
+            i = arrays.row(frame)
+            if i is None:
+                continue
+            for kp, c in kps.items():
+                xy[i, kp] = (c.x, c.y) if c.visible else (np.nan, np.nan)
+                conf[i, kp] = 1.0 if c.visible else 0.0
+        return xy, conf
+
+    def mean_confidence(self, track: int) -> np.ndarray:
+        """(T,) mean keypoint confidence of each of a track's instances (corrections count 1)."""
+        _, conf = self.corrected_positions(track)
+        return conf.mean(axis=1) if conf.size else np.zeros(len(conf))
+
+    def shared_frames(self, a: int, b: int) -> int:
+        """Number of frames in which tracks ``a`` and ``b`` are both present."""
+        return len(np.intersect1d(self.tracks[a].frames, self.tracks[b].frames))
+
+    def stats(self) -> list[TrackStats]:
+        """One :class:`TrackStats` per track, by id."""
+        out = []
+        for track in self.track_ids:
+            arrays = self.tracks[track]
+            out.append(TrackStats(
+                track=track,
+                frames=len(arrays.frames),
+                first=int(arrays.frames[0]) if len(arrays.frames) else 0,
+                last=int(arrays.frames[-1]) if len(arrays.frames) else 0,
+                mean_confidence=arrays.mean_confidence,
+                corrected_frames=len(np.intersect1d(self.corrected_frames(track),
+                                                    arrays.frames)),
+            ))
+        return out
+
+
+def _load_track(store, track: int) -> TrackArrays:
+    a = store.track(track)
+    return TrackArrays(track, a["frames"], a["boxes"], a["raw"], a["smooth"])

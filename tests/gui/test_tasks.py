@@ -1,0 +1,167 @@
+"""Background work from the GUI: running the pipeline (with Cancel and Resume), exporting,
+and the fine-tuning integration point."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import shutil
+import sys
+import types
+
+import numpy as np
+import pandas as pd
+import pytest
+from PyQt6.QtCore import QTimer
+
+from clamp_track.gui.workers import ExportRequest, RunRequest
+from clamp_track.io.store import ResultStore
+from clamp_track.pipelines.review import Coordinates
+
+pytestmark = pytest.mark.usefixtures("qapp")
+
+
+@pytest.fixture
+def fresh_video(cows_boxes, tmp_path):
+    """The cows video alone in a folder (no results yet)."""
+    video = tmp_path / "cows.mp4"
+    shutil.copy(cows_boxes[0], video)
+    return video
+
+
+def test_run_from_the_gui_keeps_the_window_live_and_opens_the_results(qtbot, window,
+                                                                      fresh_video, cows_boxes,
+                                                                      settings):
+    assert window.open_paths(fresh_video) and window.state.store is None
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(worker.isRunning()))
+    timer.start(50)
+    worker = window.start_run(RunRequest(fresh_video, settings(cows_boxes[1], end=16)))
+    progress = []
+    worker.progressed.connect(lambda done, total, _: progress.append((done, total)))
+    with qtbot.waitSignal(worker.succeeded, timeout=120000):
+        pass
+    timer.stop()
+    assert sum(ticks) >= 3  # the event loop kept running during the run
+    assert (16, 16) in progress and window.progress_dialog.bar.value() == 16
+    qtbot.waitUntil(lambda: window.state.store is not None)
+    assert window.state.store.path == fresh_video.parent / "cows.mp4.clamp.sqlite"
+    assert window.state.data.track_ids == [1, 2] and not window.banner.isVisible()
+
+
+def test_cancel_then_resume(qtbot, window, fresh_video, cows_boxes, settings, messages):
+    window.open_paths(fresh_video)
+    request = RunRequest(fresh_video, settings(cows_boxes[1], end=32))
+    worker = window.start_run(request)
+    worker.progressed.connect(lambda done, total, _: done >= 8
+                              and window.progress_dialog.cancel_button.click())
+    with qtbot.waitSignal(worker.cancelled, timeout=120000) as cancelled:
+        pass
+    assert "cancelled at frame" in cancelled.args[0] and messages == []
+    store_file = fresh_video.parent / "cows.mp4.clamp.sqlite"
+    with ResultStore.open(store_file, readonly=True) as partial:
+        assert not partial.complete and partial.last_frame() < 31
+    qtbot.waitUntil(lambda: not window.tasks)
+    assert window.open_paths(fresh_video)  # the partial results can be looked at already
+    assert "stopped before the end" in window.banner.text()
+    window.state.set_coordinates(Coordinates.SMOOTHED)  # not smoothed yet: raw is shown
+    track = window.state.data.tracks_at(4)[0]
+    inst = window.state.data.instance(4, track, Coordinates.SMOOTHED)
+    assert np.isfinite(inst.xy).all()
+    worker = window.start_export(ExportRequest(store_file, ("csv",)))
+    with qtbot.waitSignal(worker.failed, timeout=60000) as failed:
+        pass
+    assert "did not finish" in failed.args[0]
+    messages.clear()
+    worker = window.start_run(RunRequest(fresh_video, request.settings, resume=True))
+    with qtbot.waitSignal(worker.succeeded, timeout=120000) as done:
+        pass
+    assert done.args[0].resumed_from is not None
+    with ResultStore.open(store_file, readonly=True) as store:
+        assert store.complete and store.last_frame() == 31 and store.track_ids() == [1, 2]
+
+
+def test_a_failed_run_is_one_message(qtbot, window, fresh_video, messages, settings, tmp_path):
+    bad = settings(tmp_path / "no-such-boxes.txt", end=8)
+    worker = window.start_run(RunRequest(fresh_video, bad))
+    with qtbot.waitSignal(worker.failed, timeout=120000):
+        pass
+    (kind, title, text), = messages
+    assert kind == "error" and title == "Run pipeline" and "no-such-boxes.txt" in text
+    assert "\n" not in text and "Traceback" not in text
+
+
+def test_export_writes_the_corrections(qtbot, window, results, wait_image, tmp_path):
+    window.open_paths(results.video, results.store)
+    wait_image(window)
+    window.view.keypointMoved.emit(1, 2, 123.25, 234.5)
+    worker = window.start_export(ExportRequest(results.store, ("csv", "dlc"), tmp_path / "out"))
+    with qtbot.waitSignal(worker.succeeded, timeout=60000) as done:
+        pass
+    names = sorted(p.name for p in done.args[0])
+    assert names[0] == "cows.clamp.csv" and any(n.endswith(".h5") for n in names)
+    table = pd.read_csv(tmp_path / "out" / "cows.clamp.csv")
+    nose = window.state.data.keypoints.source_names[2]
+    row = table[(table.frame == 0) & (table.track == 1) & (table.keypoint == nose)].iloc[0]
+    assert (row.x, row.y, row.confidence, row.corrected) == (123.25, 234.5, 1.0, True)
+
+
+def test_finetune_says_when_it_is_not_available(window, results, messages, monkeypatch):
+    monkeypatch.delitem(sys.modules, "clamp_track.engine.finetune", raising=False)
+    window.open_paths(results.video, results.store)
+    window.act_finetune.trigger()
+    assert messages[-1][0] == "info" and "not available yet" in messages[-1][2]
+
+
+def test_finetune_calls_the_engine_in_a_worker(qtbot, window, results, messages, monkeypatch):
+    calls = []
+
+    def finetune(stores, cfg, progress=None, cancel=None):
+        progress(1, 2)
+        calls.append((stores, cfg, cancel()))
+        return "finetuned.pt"
+
+    name = "clamp_track.engine.finetune"
+    module = types.ModuleType(name)
+    module.__spec__ = importlib.machinery.ModuleSpec(name, None)
+    module.finetune = finetune
+    monkeypatch.setitem(sys.modules, name, module)
+    window.open_paths(results.video, results.store)
+    window.act_finetune.trigger()
+    assert "correct some keypoints first" in messages[-1][2] and not calls
+    window.view.keypointMoved.emit(1, 0, 10.0, 10.0)
+    window.act_finetune.trigger()
+    qtbot.waitUntil(lambda: bool(calls) and not window.tasks, timeout=20000)
+    assert calls == [([results.store], None, False)]
+    assert "finetuned.pt" in messages[-1][2]
+
+
+def test_the_dialogs_build_the_requests(qapp, tmp_path):
+    from clamp_track.gui.dialogs import ExportDialog, RunDialog
+
+    run = RunDialog(tmp_path / "v.mp4", resumable=True)
+    run.detector.setCurrentText("file")
+    run.boxes.setText("det.txt")
+    run.weights.setText("clamp_rn50_ap10k")
+    run.detect_every.setValue(3)
+    run.flip_test.setChecked(False)
+    run.extra.setText("tracker.min_track_length=20 chunk=16")
+    request = run.request()
+    assert request.video == tmp_path / "v.mp4" and request.resume and not request.overwrite
+    assert request.settings == {
+        "pose_model": "clamp_rn50", "pose_weights": "clamp_rn50_ap10k", "chunk": 16,
+        "detect": {"name": "file", "every": 3, "boxes": "det.txt"},
+        "pose": {"device": "auto", "batch_size": 16, "flip_test": False},
+        "tracker": {"min_track_length": 20},
+    }
+    from clamp_track.config import from_dict
+    from clamp_track.pipelines.run import RunConfig
+
+    assert from_dict(RunConfig, request.settings).detect.every == 3  # a valid config
+    run.extra.setText("oops")
+    with pytest.raises(Exception, match="key=value"):
+        run.request()
+    export = ExportDialog(tmp_path / "v.mp4.clamp.sqlite", tmp_path / "v.mp4")
+    export.checks["plot"].setChecked(True)
+    request = export.request()
+    assert request.formats == ("csv", "dlc", "plot") and request.out_dir == tmp_path
