@@ -485,12 +485,7 @@ class ProcessBackend:
 
     def events(self) -> list[tuple]:
         """Events the workers sent since the last call."""
-        out = []
-        while True:
-            try:
-                out.append(self._events.get_nowait())
-            except queue.Empty:
-                return out
+        return _drain(self._events)
 
     def stop(self) -> None:
         """Ask running tasks to stop at their next chunk and cancel those not started."""
@@ -604,12 +599,7 @@ class DaskBackend:
 
     def events(self) -> list[tuple]:
         """Events the workers logged since the last call."""
-        out = []
-        while True:
-            try:
-                out.append(self._events.get_nowait())
-            except queue.Empty:
-                return out
+        return _drain(self._events)
 
     def stop(self) -> None:
         """Ask tasks to stop: running ones at their next chunk, queued ones at once."""
@@ -899,3 +889,13 @@ def _writable(path: Path) -> None:
     if not os.access(path.parent, os.W_OK):
         raise InputError(f"{path.parent}: not writable; choose another place for the batch "
                          "outputs with -o DIR")
+
+
+def _drain(events) -> list[tuple]:
+    """Everything waiting in a queue, without blocking."""
+    out = []
+    while True:
+        try:
+            out.append(events.get_nowait())
+        except queue.Empty:
+            return out
