@@ -16,7 +16,7 @@ from clamp_track import __version__
 from clamp_track.errors import ClampTrackError
 
 #: Sub-command modules, in the order ``--help`` lists them.
-COMMANDS = ("run", "export", "train", "eval", "weights")
+COMMANDS = ("run", "export", "train", "eval", "finetune", "labels", "weights")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,7 +28,14 @@ from pathlib import Path
 import numpy as np
 
 from clamp_track.errors import InputError
-from clamp_track.io.labels import Label, Labels, bodyparts_to_set, frame_from_name, remap
+from clamp_track.io.labels import (
+    Label,
+    Labels,
+    bodyparts_to_set,
+    frame_from_name,
+    image_size,
+    remap,
+)
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +135,7 @@ def read_dlc_labels(path: str | os.PathLike, *, keypoints=None,
         parts = _index_parts(row_key)
         video = parts[-2] if len(parts) >= 3 else file.parent.name
         image = _find_image(file, parts, check_images)
+        size = image_size(image) if image.is_file() else None
         series = dict(zip(table.columns, row))
         for individual in individuals:
             xy = np.full((len(bodyparts), 3), np.nan)
@@ -137,7 +145,7 @@ def read_dlc_labels(path: str | os.PathLike, *, keypoints=None,
                 xy[k, 1] = series.get((*prefix, "y"), np.nan)
             xy[:, 2] = np.where(np.isfinite(xy[:, :2]).all(axis=1), 2.0, 0.0)
             items.append(Label(image=str(image), video=video, image_name=parts[-1],
-                               keypoints=xy, individual=individual,
+                               keypoints=xy, individual=individual, size=size,
                                frame=frame_from_name(parts[-1]), origin=str(file)))
     labels = Labels(kp, items, scorer, tuple(i for i in individuals if i), (str(file),))
     return remap(labels, _resolve(keypoints)) if keypoints is not None else labels
