@@ -97,9 +97,12 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     sources = [_source(s, args, cfg) for s in args.sources]
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     bar = _Bar(disable=args.no_progress)
     try:
-        result = finetune(sources, cfg, progress=bar)
+        with logging_redirect_tqdm():  # log lines above the bar, not through it
+            result = finetune(sources, cfg, progress=bar)
     finally:
         bar.close()
     print(result)

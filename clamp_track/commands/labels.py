@@ -52,10 +52,14 @@ def add_parser(sub) -> None:
     convert.set_defaults(func=run_convert)
 
     imp = actions.add_parser("import", help="labels of a store's video -> its corrections")
-    imp.add_argument("source", help="labeled-data/<video> folder, CollectedData file, or COCO "
-                     ".json")
+    imp.add_argument("source", help="labeled-data/<video> folder, CollectedData file, COCO "
+                     ".json, or another result store of the same video (e.g. before a re-run)")
     imp.add_argument("--store", required=True, help="the result store of the same video")
     imp.add_argument("--images", metavar="DIR", help="image folder of a COCO source")
+    imp.add_argument("--match", choices=("auto", "track", "nearest"), default="auto",
+                     help="which animal gets a label: the track named animal<N> (track), the "
+                     "nearest prediction (nearest), or track unless the source is another "
+                     "store (auto)")
     imp.set_defaults(func=run_import)
 
 
@@ -89,12 +93,19 @@ def run_convert(args: argparse.Namespace) -> int:
 
 def run_import(args: argparse.Namespace) -> int:
     """Write labels into a store as corrections."""
-    from clamp_track.io.labels import import_into_store, read_labels
-    from clamp_track.io.store import ResultStore
+    from clamp_track.io.labels import import_into_store, labels_from_store, read_labels
+    from clamp_track.io.store import SUFFIX, ResultStore
 
-    labels = read_labels(args.source, images=args.images)
+    match = args.match
+    if args.source.endswith(SUFFIX):
+        with ResultStore.open(args.source, readonly=True) as other:
+            labels = labels_from_store(other, need_video=False)
+        match = "nearest" if match == "auto" else match
+    else:
+        labels = read_labels(args.source, images=args.images)
+        match = "track" if match == "auto" else match
     with ResultStore.open(args.store) as store:
-        done, skipped = import_into_store(labels, store)
+        done, skipped = import_into_store(labels, store, match=match)
     print(f"{args.store}: {done} labelled animals imported as corrections"
           + (f", {skipped} skipped (no prediction in that frame)" if skipped else ""))
     return 0

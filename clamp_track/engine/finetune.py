@@ -276,12 +276,19 @@ def finetune(stores: Sequence, cfg: FinetuneConfig | None = None, *,
         CheckpointError: Start weights that cannot be read, or of another keypoint set without
             ``adapt_keypoints``.
     """
-    from clamp_track.config import dump_yaml
-    from clamp_track.data.corrections import split_images
     from clamp_track.io.labels import close_video_readers
 
     cfg = cfg or FinetuneConfig()
-    report = _Reporter(progress, cancel)
+    try:
+        return _finetune(stores, cfg, _Reporter(progress, cancel))
+    finally:
+        close_video_readers()
+
+
+def _finetune(stores: Sequence, cfg: FinetuneConfig, report: _Reporter) -> FinetuneResult:
+    from clamp_track.config import dump_yaml
+    from clamp_track.data.corrections import split_images
+
     labels, store_meta = load_sources(stores, cfg)
     model, start = start_model(cfg, labels, store_meta)
     kp = model.keypoints
@@ -305,7 +312,6 @@ def finetune(stores: Sequence, cfg: FinetuneConfig | None = None, *,
     result.weights = output
     if not cfg.keep_run_files:
         _clean(run_dir)
-    close_video_readers()
     report.send(FinetuneProgress("done", result.steps, result.steps, message=str(result)))
     return result
 
@@ -405,10 +411,10 @@ def _video_for(store, videos: Sequence[str]) -> Path | None:
 def _nothing_labelled(names: list[str], parts: list[Labels]) -> str:
     if len(names) == 1 and not parts[0].items:
         return (f"{names[0]}: no corrected frames; correct some keypoints first (clamp-track "
-                "review), then fine-tune")
+                "review)")
     if all(not p.items for p in parts):
         return (f"no corrected frames in {', '.join(names)}; correct some keypoints first "
-                "(clamp-track review), then fine-tune")
+                "(clamp-track review)")
     return (f"no labelled keypoints in {', '.join(names)} (corrections only mark keypoints as "
             "absent); place some keypoints, or use --untouched confident|all")
 
@@ -514,8 +520,11 @@ def _keep_eval(module) -> None:
 def _output_path(cfg: FinetuneConfig, labels: Labels) -> Path:
     if cfg.output:
         return Path(cfg.output)
+    from clamp_track.io.store import SUFFIX
+
     first = labels.labelled_items()[0]
-    folder = Path(labels.sources[0]).parent if labels.sources else Path.cwd()
+    store = next((s for s in labels.sources if s.endswith(SUFFIX)), None)
+    folder = Path(store).parent if store else Path.cwd()
     stem = f"{first.video}.finetuned"
     path, n = folder / f"{stem}.pt", 1
     while path.exists():

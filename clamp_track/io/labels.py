@@ -370,7 +370,10 @@ def label_box(label: Label, **margins) -> np.ndarray | None:
 
 
 def store_video(store, video: str | os.PathLike | None = None) -> Path:
-    """The video of a store, checked: ``video`` (a moved copy) or the one it was made from.
+    """The video of a store: ``video`` (checked to be the same), else the one it was made from.
+
+    A video missing from its recorded path is also looked for beside the store (the two moved
+    together).
 
     Raises:
         InputError: The video is missing, or ``video`` is not the same video (size or frame
@@ -379,16 +382,17 @@ def store_video(store, video: str | os.PathLike | None = None) -> Path:
     info = store.video_info
     if video is None:
         path = Path(info.path)
-        if not path.is_file():
-            raise InputError(
-                f"{store.path}: its video {info.path} is missing (moved or deleted?); point at "
-                "it with --video PATH")
-        return path
-    from clamp_track.io.video import probe
-
+        if path.is_file():
+            return path
+        beside = Path(store.path).parent / path.name  # store and video moved together
+        if beside.is_file() and _same_video(beside, info):
+            return beside
+        raise InputError(
+            f"{store.path}: its video {info.path} is missing (moved or deleted?); point at "
+            "it with --video PATH")
     path = Path(video)
-    other = probe(path)
-    if (other.width, other.height, other.n_frames) != (info.width, info.height, info.n_frames):
+    if not _same_video(path, info):
+        other = _probe(path)
         raise InputError(
             f"{path}: is {other.width}x{other.height} with {other.n_frames} frames, but "
             f"{store.path} was made from a {info.width}x{info.height} video with "
@@ -396,8 +400,21 @@ def store_video(store, video: str | os.PathLike | None = None) -> Path:
     return path
 
 
+def _probe(path: Path):
+    from clamp_track.io.video import probe
+
+    return probe(path)
+
+
+def _same_video(path: Path, info) -> bool:
+    other = _probe(path)
+    return (other.width, other.height, other.n_frames) == (info.width, info.height,
+                                                           info.n_frames)
+
+
 def labels_from_store(store, *, untouched: Untouched = "ignore", min_confidence: float = 0.5,
-                      video: str | os.PathLike | None = None) -> Labels:
+                      video: str | os.PathLike | None = None,
+                      need_video: bool = True) -> Labels:
     """The corrected instances of a result store as labels.
 
     Args:
@@ -405,6 +422,7 @@ def labels_from_store(store, *, untouched: Untouched = "ignore", min_confidence:
         untouched: What keypoints the user did not correct count as (module docstring).
         min_confidence: Confidence a prediction needs with ``untouched="confident"``.
         video: The store's video if it moved (checked to be the same video).
+        need_video: Fail if the video is missing (False: only the coordinates are needed).
 
     Returns:
         One label per corrected (frame, track), individuals ``animal<track>``, boxes from the
@@ -420,7 +438,7 @@ def labels_from_store(store, *, untouched: Untouched = "ignore", min_confidence:
     by_instance: dict[tuple[int, int], list] = defaultdict(list)
     for frame, track, keypoint, x, y, visible in rows:
         by_instance[(frame, track)].append((keypoint, x, y, visible))
-    path = store_video(store, video) if by_instance else Path(info.path)
+    path = store_video(store, video) if by_instance and need_video else Path(info.path)
     name = Path(info.path).stem
     items, orphans = [], 0
     frames = sorted({f for f, _ in by_instance})
@@ -484,18 +502,21 @@ def track_of(individual: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def import_into_store(labels: Labels, store) -> tuple[int, int]:
+def import_into_store(labels: Labels, store, *, match: str = "track") -> tuple[int, int]:
     """Write labels of a store's video into it as corrections.
 
-    Each label's frame (its ``frame``, or the number in its image name) must have predictions;
-    the label goes to the track named by its individual (``animal<track>``) when that track is
-    in the frame, else to the instance whose predicted keypoints are nearest (mean distance
-    over the labelled keypoints, each instance used once). Labelled keypoints become
-    corrections; unlabelled ones are left alone.
+    Each label's frame (its ``frame``, or the number in its image name) must have predictions.
+    With ``match="track"`` a label goes to the track named by its individual (``animal<track>``,
+    as exported) when that track is in the frame; otherwise, and always with
+    ``match="nearest"`` (labels from another run, whose track ids mean other animals), to the
+    instance whose predicted keypoints are nearest (mean distance over the labelled keypoints,
+    each instance used once). Labelled keypoints become corrections; unlabelled ones are left
+    alone.
 
     Args:
         labels: Labels in the store's keypoint set (or mappable onto it by name).
         store: A writable :class:`~clamp_track.io.store.ResultStore`.
+        match: ``"track"`` or ``"nearest"``.
 
     Returns:
         ``(imported, skipped)`` label counts (skipped: no such frame or no instance left).
@@ -511,7 +532,7 @@ def import_into_store(labels: Labels, store) -> tuple[int, int]:
             by_frame[frame].append(item)
     for frame, items in sorted(by_frame.items()):
         inst = store.frame_instances(frame)
-        for item, track in _assign(items, inst):
+        for item, track in _assign(items, inst, by_name=match == "track"):
             if track is None:
                 skipped += 1
                 continue
@@ -522,12 +543,12 @@ def import_into_store(labels: Labels, store) -> tuple[int, int]:
     return imported, skipped
 
 
-def _assign(items: list[Label], inst: dict) -> list[tuple[Label, int | None]]:
+def _assign(items: list[Label], inst: dict, by_name: bool) -> list[tuple[Label, int | None]]:
     tracks = [int(t) for t in inst["tracks"]]
     free = set(tracks)
     out = []
     for item in items:
-        named = track_of(item.individual)
+        named = track_of(item.individual) if by_name else None
         if named in free:
             free.discard(named)
             out.append((item, named))

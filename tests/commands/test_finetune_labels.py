@@ -96,3 +96,11 @@ def test_labels_export_convert_import(store, shared_data, tmp_path, capsys):
     assert ResultStore.open(path, readonly=True).corrections() == before
     assert main(["labels", "convert", str(shared_data / OPENFIELD), "--to", "dlc", "-o",
                  str(tmp_path / "dlc2")]) == 0
+    # a re-run's store gets the corrections of the old one (nearest prediction per animal)
+    rerun = tmp_path / "rerun" / path.name
+    rerun.parent.mkdir()
+    shutil.copy(path, rerun)
+    with ResultStore.open(rerun) as s:
+        s._db.execute("DELETE FROM corrections")
+    assert main(["labels", "import", str(path), "--store", str(rerun)]) == 0
+    assert ResultStore.open(rerun, readonly=True).corrections() == before
