@@ -456,7 +456,7 @@ def start_model(cfg: FinetuneConfig, labels: Labels, store_meta: dict | None):
     old = model.keypoints
     if old == target:
         return model, Start(str(path), old.name)
-    same_names = old.names == target.names or old.source_names == target.source_names
+    same_names = old.names == target.names  # same prompts, same channels: nothing to adapt
     if not (same_names or cfg.adapt_keypoints):
         raise CheckpointError(
             f"{path}: the weights predict keypoint set {old.name!r} ({_names(old)}) but the "

@@ -1,5 +1,5 @@
 """Fine-tuning on corrections: a real pipeline store end to end, the GUI's progress/cancel
-protocol, bad input, new keypoint vocabularies, and (slow) that a tiny model really learns."""
+protocol, bad input, new keypoint vocabularies, and that a tiny model really learns."""
 
 from __future__ import annotations
 
@@ -177,9 +177,12 @@ def test_same_names_need_no_flag(shared_data, tmp_path):
     assert create_model(weights=result.weights).keypoints == labels.keypoints
 
 
-@pytest.mark.slow
 def test_tiny_model_learns_the_openfield_mouse(shared_data, tmp_path):
-    """Loss falls and PCK@0.1 on the training frames rises far above the random model's."""
+    """Loss falls and PCK@0.1 on the training frames rises far above the random model's.
+
+    ~12 s on one busy core (8 frames, 128 px, 60 steps); the held-out version of this is
+    ``benchmarks/finetune_openfield.py``.
+    """
     from clamp_track.data.corrections import to_instances
     from clamp_track.data.dataset import TopDownDataset
     from clamp_track.engine.evaluate import EvalConfig, evaluate

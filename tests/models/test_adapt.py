@@ -3,11 +3,13 @@ everything that does not depend on the number of keypoints."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from clamp_track.errors import CheckpointError
-from clamp_track.models import adapt_to_keypoints, create_model, save_checkpoint
+from clamp_track.models import adapt_to_keypoints, build_model, create_model, save_checkpoint
 from clamp_track.models.checkpoint import keypoint_dims
 from clamp_track.models.registry import get_config
 from clamp_track.skeleton import AP10K, KeypointSet, from_names
@@ -15,9 +17,17 @@ from clamp_track.skeleton import AP10K, KeypointSet, from_names
 MOUSE = from_names(["snout", "leftear", "rightear", "tailbase"], name="mouse")
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # two threads on a busy 2-core machine are far slower
+    yield
+    torch.set_num_threads(before)
+
+
 def _trained_looking(name: str) -> torch.nn.Module:
-    """A random model whose heads give heatmaps of order 1 (the 0.001 init gives ~1e-10)."""
-    model = create_model(name)
+    """A random 128-px model whose heads give heatmaps of order 1 (their 0.001 init: ~1e-10)."""
+    model = build_model(replace(get_config(name), input_size=(128, 128)), AP10K)
     with torch.no_grad():
         for p in model.keypoint_head.parameters():
             p.mul_(30.0)
@@ -32,7 +42,7 @@ def test_reordered_set_gives_the_same_heatmaps_reordered(name):
                            sigmas=tuple(AP10K.sigmas[i] for i in order))
     adapted = adapt_to_keypoints(model, permuted)
     assert adapted.keypoints == permuted and len(adapted.adaptation.matched) == 17
-    images = torch.randn(2, 3, 256, 256)
+    images = torch.randn(2, 3, 128, 128)
     with torch.no_grad():
         before = model(images)["heatmaps"]
         after = adapted(images)["heatmaps"]
@@ -65,7 +75,7 @@ def test_new_vocabulary_keeps_backbone_and_language_and_reinitialises_only_k_par
     assert adapted.token_ids.shape[0] == 4 and not torch.equal(adapted.token_ids[:4],
                                                                model.token_ids[:4])
     with torch.no_grad():
-        assert adapted(torch.randn(1, 3, 256, 256))["heatmaps"].shape == (1, 4, 64, 64)
+        assert adapted(torch.randn(1, 3, 128, 128))["heatmaps"].shape == (1, 4, 32, 32)
 
 
 def test_shared_names_keep_their_channels():
