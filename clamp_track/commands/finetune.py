@@ -29,8 +29,8 @@ def add_parser(sub) -> None:
     parser.add_argument("-o", "--output", metavar="NEW_WEIGHTS",
                         help="new weights file (default: <video>.finetuned.pt beside the store)")
     parser.add_argument("--keypoints", metavar="SET",
-                        help="keypoint set to train: ap10k, animalpose or a YAML file of names "
-                        "(default: the labels')")
+                        help="keypoint set to train: ap10k, animalpose, a YAML file of names, "
+                        "or a DeepLabCut project's config.yaml (default: the labels')")
     parser.add_argument("--adapt-keypoints", action="store_true",
                         help="allow start weights trained for another keypoint set: keep the "
                         "backbone and language parts, train new keypoint heads")

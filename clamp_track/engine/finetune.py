@@ -91,7 +91,8 @@ class FinetuneConfig:
             (random or ``clip_weights`` initialisation). None: the weights the (first) store
             was made with.
         clip_weights: With a variant name: ``"openai"`` or a CLIP file for the image/text towers.
-        keypoints: The keypoint set to train (built-in name or YAML file); None: the labels'.
+        keypoints: The keypoint set to train (built-in name, keypoint-set YAML, or a
+            DeepLabCut project's ``config.yaml``); None: the labels'.
         adapt_keypoints: Allow start weights of another keypoint set (new keypoint heads).
         output: The new weights file; None: ``<video>.finetuned.pt`` beside the first store
             (a free name), or in the current folder for label files.
@@ -346,8 +347,7 @@ def load_sources(sources: Sequence, cfg: FinetuneConfig) -> tuple[Labels, dict |
     Raises:
         InputError: No sources, or no labelled keypoint in any of them.
     """
-    from clamp_track.io.labels import combine
-    from clamp_track.skeleton import get_keypoint_set
+    from clamp_track.io.labels import combine, load_keypoint_set
 
     if not sources:
         raise InputError("nothing to fine-tune on: give one or more result stores or label "
@@ -359,7 +359,7 @@ def load_sources(sources: Sequence, cfg: FinetuneConfig) -> tuple[Labels, dict |
         names.append(labels.sources[0] if labels.sources else str(source))
         if meta is None and store_meta is not None:
             meta = store_meta
-    target = get_keypoint_set(cfg.keypoints) if cfg.keypoints else parts[0].keypoints
+    target = load_keypoint_set(cfg.keypoints) if cfg.keypoints else parts[0].keypoints
     labels = combine(parts, target)
     if not labels.labelled_items():
         raise InputError(_nothing_labelled(names, parts))

@@ -144,9 +144,9 @@ def read_coco_labels(path: str | os.PathLike, *, images: str | os.PathLike | Non
     labels = Labels(kp, items, str(info.get("scorer") or "clamp-track"), individuals,
                     (str(path),))
     if keypoints is not None:
-        from clamp_track.skeleton import get_keypoint_set
+        from clamp_track.io.labels import load_keypoint_set
 
-        labels = remap(labels, get_keypoint_set(keypoints))
+        labels = remap(labels, load_keypoint_set(keypoints))
     return labels
 
 

@@ -152,9 +152,9 @@ def read_dlc_labels(path: str | os.PathLike, *, keypoints=None,
 
 
 def _resolve(keypoints):
-    from clamp_track.skeleton import get_keypoint_set
+    from clamp_track.io.labels import load_keypoint_set
 
-    return get_keypoint_set(keypoints)
+    return load_keypoint_set(keypoints)
 
 
 def _check_columns(table, file: Path) -> bool:

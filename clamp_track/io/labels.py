@@ -323,6 +323,36 @@ def bodyparts_to_set(bodyparts, name: str = "dlc") -> KeypointSet:
                        source_names=base.source_names)
 
 
+def load_keypoint_set(spec) -> KeypointSet:
+    """A keypoint set from a built-in name, a keypoint-set YAML, or a DeepLabCut ``config.yaml``.
+
+    A DeepLabCut project config (it has ``bodyparts`` or ``multianimalbodyparts``) gives its
+    bodyparts (:func:`bodyparts_to_set`, named after its ``Task``) and its ``skeleton`` (pairs
+    of bodyparts); anything else goes to :func:`~clamp_track.skeleton.get_keypoint_set`.
+    """
+    from clamp_track.skeleton import get_keypoint_set
+
+    if isinstance(spec, KeypointSet) or not str(spec).lower().endswith((".yaml", ".yml")):
+        return get_keypoint_set(spec)
+    import yaml
+
+    path = Path(spec)
+    try:
+        data = yaml.safe_load(path.read_text()) if path.is_file() else None
+    except (yaml.YAMLError, UnicodeDecodeError):
+        data = None
+    if not isinstance(data, dict) or not ({"bodyparts", "multianimalbodyparts"} & set(data)):
+        return get_keypoint_set(spec)
+    parts = data.get("multianimalbodyparts") if data.get("multianimalproject") else None
+    parts = parts or data.get("bodyparts")
+    if not isinstance(parts, list) or not parts:
+        raise InputError(f"{path}: a DeepLabCut config without a bodyparts list")
+    base = bodyparts_to_set(parts, name=str(data.get("Task") or path.parent.name))
+    edges = [(parts.index(a), parts.index(b)) for a, b in (data.get("skeleton") or [])
+             if a in parts and b in parts]
+    return replace(base, skeleton=tuple(edges))
+
+
 # ----------------------------------------------------------------------------- boxes
 
 

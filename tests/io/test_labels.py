@@ -19,6 +19,7 @@ from clamp_track.io.labels import (
     image_name,
     import_into_store,
     labels_from_store,
+    load_keypoint_set,
     prompt_name,
     read_labels,
     remap,
@@ -131,6 +132,20 @@ def test_remap_by_name_and_refusal_of_unknown_names(shared_data):
     assert not mapped.items[0].labelled[4]
     with pytest.raises(InputError, match=r"\['leftear', 'rightear'\] are not in keypoint set"):
         remap(labels, from_names(["snout", "tailbase"], name="two"))
+
+
+def test_a_deeplabcut_project_config_is_a_keypoint_set(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("Task: openfield\nscorer: Pranav\nmultianimalproject: false\n"
+                      "bodyparts: [snout, leftear, rightear, tailbase]\n"
+                      "skeleton: [[snout, leftear], [snout, rightear], [leftear, nose]]\n"
+                      "video_sets: {}\n")
+    kp = load_keypoint_set(config)
+    assert kp.name == "openfield" and kp.names == ("snout", "left ear", "right ear", "tail base")
+    assert kp.skeleton == ((0, 1), (0, 2)) and kp.flip_pairs == ((1, 2),)
+    plain = tmp_path / "mouse.yaml"
+    plain.write_text("names: [snout, left ear, right ear, tail base]\n")
+    assert load_keypoint_set(plain).names == kp.names and load_keypoint_set("ap10k") == AP10K
 
 
 def test_box_rule_and_prompt_names():
