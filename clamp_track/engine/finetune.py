@@ -293,6 +293,7 @@ def _finetune(stores: Sequence, cfg: FinetuneConfig, report: _Reporter) -> Finet
     labels, store_meta = load_sources(stores, cfg)
     model, start = start_model(cfg, labels, store_meta)
     kp = model.keypoints
+    replay = _replay_records(cfg, kp)  # before anything is written: bad input fails first
     output = _output_path(cfg, labels)
     run_dir = Path(cfg.run_dir) if cfg.run_dir else output.parent / f"{output.stem}.run"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -302,7 +303,7 @@ def _finetune(stores: Sequence, cfg: FinetuneConfig, report: _Reporter) -> Finet
     cached = _cache_frames(labels.with_items(split.train + split.val), run_dir, report)
     if report.cancelled:
         return FinetuneResult(None, kp, run_dir, cancelled=True)
-    data = _datasets(cached, len(split.train), kp, model.config.input_size, cfg)
+    data = _datasets(cached, len(split.train), kp, model.config.input_size, cfg, replay)
     _write_split(run_dir / "split.json", split, cfg)
     _freeze(model, cfg)
     result = _train(model, data, cfg, run_dir, report, start)
@@ -567,7 +568,7 @@ class _Data:
 
 
 def _datasets(labels: Labels, n_train_items: int, kp: KeypointSet, input_size,
-              cfg: FinetuneConfig) -> _Data:
+              cfg: FinetuneConfig, replay_records: tuple[list, list[str]]) -> _Data:
     from clamp_track.data.corrections import FinetuneDataset, repeats_for, to_instances
     from clamp_track.data.dataset import TopDownDataset
 
@@ -579,7 +580,7 @@ def _datasets(labels: Labels, n_train_items: int, kp: KeypointSet, input_size,
     if not train:
         raise InputError("no usable training instance (every labelled animal needs a box); "
                          "label at least two keypoints per animal in label files")
-    replay, shared = _replay_records(cfg, kp)
+    replay, shared = replay_records
     ratio = cfg.replay.ratio if replay else 0.0
     repeats = repeats_for(len(train), cfg.batch_size, cfg.val_every, ratio)
     per_epoch = round(ratio * repeats * len(train)) if replay else 0

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from clamp_track.data.augment import AugmentConfig
-from clamp_track.engine.finetune import FinetuneConfig, finetune, load_sources
+from clamp_track.engine.finetune import FinetuneConfig, ReplayConfig, finetune, load_sources
 from clamp_track.errors import CheckpointError, InputError
 from clamp_track.io.dlc_labels import read_dlc_labels
 from clamp_track.io.store import ResultStore
@@ -205,3 +205,20 @@ def test_tiny_model_learns_the_openfield_mouse(shared_data, tmp_path):
         pose = [float(r["pose"]) for r in csv.DictReader(fh)]
     assert np.mean(pose[-10:]) < 0.2 * np.mean(pose[:10])
     assert before < 0.2 and after >= 0.8
+
+
+def test_replay_mixes_a_base_dataset_by_keypoint_name(pipeline_store, shared_data, tmp_path):
+    store, _ = pipeline_store
+    root = shared_data / "mmpose-tests" / "ap10k"
+    replay = ReplayConfig(str(root / "test_ap10k.json"), str(root), ratio=0.5)
+    result = finetune([store], FinetuneConfig(output=str(tmp_path / "r.pt"), replay=replay,
+                                              **QUICK))
+    split = load_checkpoint(result.weights).extra["finetune"]["split"]
+    assert split["replay_per_epoch"] == round(0.5 * split["repeats"] * result.train_instances)
+    assert len(split["replay_keypoints"]) == 17
+    labels = read_dlc_labels(shared_data / OPENFIELD)
+    with pytest.raises(InputError, match="share no name with keypoint set"):
+        finetune([labels.with_items(labels.items[:6])],
+                 FinetuneConfig(weights="clamp_tiny_rn50", replay=replay,
+                                output=str(tmp_path / "m.pt"), **QUICK))
+    assert not (tmp_path / "m.run").exists()  # refused before anything was written
