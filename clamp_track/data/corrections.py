@@ -237,3 +237,45 @@ def repeats_for(n: int, batch_size: int, steps_per_epoch: int, replay_ratio: flo
     """
     per_epoch = steps_per_epoch * batch_size / (1.0 + replay_ratio)
     return max(1, math.ceil(per_epoch / max(n, 1)))
+
+
+def imbalance_warnings(items: Sequence[Label], keypoints: KeypointSet, *,
+                       stretch_gap: int = 30) -> list[str]:
+    """Ways a set of labels is lopsided, as sentences for the user (empty when it is fine).
+
+    DeepLabCut's labelling docs warn that labelling only easy or similar frames gives a model
+    that fails elsewhere; corrections made while reviewing are prone to exactly that. Checked:
+    keypoints with no label or far fewer than the others (the model learns nothing new for
+    them), labels from a few short stretches of video (near-duplicate frames teach less than
+    varied ones) and one source dominating several.
+
+    Args:
+        items: The training labels.
+        keypoints: Their keypoint set.
+        stretch_gap: Frames further apart than this start a new stretch.
+
+    Returns:
+        Warning sentences.
+    """
+    out = []
+    if not items:
+        return out
+    counts = np.sum([i.labelled for i in items], axis=0)
+    none = [keypoints.names[k] for k in np.flatnonzero(counts == 0)]
+    if none:
+        out.append(f"no labels for {', '.join(none)}: fine-tuning cannot improve them")
+    few = [keypoints.names[k] for k in np.flatnonzero((counts > 0)
+                                                      & (counts < 0.2 * np.median(counts)))]
+    if few:
+        out.append(f"few labels for {', '.join(few)} compared with the other keypoints")
+    frames = sorted({(i.origin, i.video, i.frame) for i in items if i.frame is not None})
+    stretches = sum(1 for a, b in zip([None] + frames, frames)
+                    if a is None or a[:2] != b[:2] or b[2] - a[2] > stretch_gap)
+    if len(frames) >= 10 and stretches < 3:
+        out.append(f"the {len(frames)} labelled frames come from {stretches} short "
+                   f"stretch(es) of video; frames from other scenes and poses teach more")
+    origins = [i.origin for i in items]
+    top = max(set(origins), key=origins.count)
+    if len(set(origins)) > 1 and origins.count(top) > 0.8 * len(origins):
+        out.append(f"{100 * origins.count(top) // len(origins)}% of the labels come from {top}")
+    return out

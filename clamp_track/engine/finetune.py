@@ -220,6 +220,8 @@ class FinetuneResult:
         cancelled: ``cancel`` stopped the run; nothing was written to ``weights``.
         adapted: Names kept from the start weights' keypoints when the heads were adapted to a
             new keypoint set (None: no adaptation).
+        warnings: Ways the labels are lopsided (keypoints without labels, frames from few
+            stretches of video, one source dominating), also logged.
     """
 
     weights: Path | None
@@ -235,6 +237,7 @@ class FinetuneResult:
     stopped_early: bool = False
     cancelled: bool = False
     adapted: tuple[str, ...] | None = None
+    warnings: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         if self.cancelled:
@@ -306,7 +309,9 @@ def _finetune(stores: Sequence, cfg: FinetuneConfig, report: _Reporter) -> Finet
     data = _datasets(cached, len(split.train), kp, model.config.input_size, cfg, replay)
     _write_split(run_dir / "split.json", split, cfg)
     _freeze(model, cfg)
+    warnings = _warn_imbalance(split.train, kp)  # said before the wait, not after it
     result = _train(model, data, cfg, run_dir, report, start)
+    result.warnings = warnings
     if result.cancelled:
         return result
     provenance = _provenance(cfg, labels, split, start, result, data)
@@ -663,7 +668,21 @@ def _train(model, data: _Data, cfg: FinetuneConfig, run_dir: Path, report: _Repo
         best = load_checkpoint(trained.best)
         model.load_state_dict(best.state_dict)
         result.metrics_after = best.extra.get("metrics")
+        before, after = result.metrics_before[METRIC], result.metrics_after[METRIC]
+        if after <= before:
+            log.warning("fine-tuning did not improve the held-out %s (%.3f before, %.3f "
+                        "after); check the corrections, add more, or train longer", METRIC,
+                        before, after)
     return result
+
+
+def _warn_imbalance(items, kp: KeypointSet) -> tuple[str, ...]:
+    from clamp_track.data.corrections import imbalance_warnings
+
+    warnings = tuple(imbalance_warnings(items, kp))
+    for text in warnings:
+        log.warning("training labels: %s", text)
+    return warnings
 
 
 def _optim(cfg: FinetuneConfig, epochs: int):
@@ -735,6 +754,7 @@ def _provenance(cfg: FinetuneConfig, labels: Labels, split, start: Start,
         "recipe": to_dict(cfg),
         "steps": result.steps,
         "stopped_early": result.stopped_early,
+        "warnings": list(result.warnings),
         "metrics_before": result.metrics_before,
         "metrics_after": result.metrics_after,
     }}

@@ -8,6 +8,7 @@ from clamp_track.data.coco import load_coco
 from clamp_track.data.corrections import (
     FinetuneDataset,
     PhotometricConfig,
+    imbalance_warnings,
     jitter_colours,
     map_records,
     repeats_for,
@@ -92,3 +93,19 @@ def test_tiny_sets_are_repeated_to_fill_a_validation_period():
     assert repeats_for(5, 8, 30, 0.0) == 48  # 240 samples = 30 steps of 8
     assert repeats_for(5, 8, 30, 1.0) == 24  # half of each epoch is replay
     assert repeats_for(1000, 8, 30, 0.0) == 1
+
+
+def test_lopsided_labels_are_pointed_out(openfield):
+    kp = openfield.keypoints
+
+    def label(frame, origin, labelled=(1, 1, 1, 0)):
+        kps = np.array([[10.0 + k, 20.0, 2.0 * v] for k, v in enumerate(labelled)])
+        return Label("x.png", "v", f"img{frame}.png", kps, frame=frame, origin=origin)
+
+    items = [label(f, "a.sqlite") for f in range(12)] + [label(500, "b.sqlite", (1, 0, 0, 0))]
+    text = imbalance_warnings(items, kp)
+    assert text[0] == "no labels for tail base: fine-tuning cannot improve them"
+    assert any("13 labelled frames come from 2 short stretch(es)" in t for t in text)
+    assert any(t.startswith("92% of the labels come from a.sqlite") for t in text)
+    varied = [label(f * 100, "a.sqlite", (1, 1, 1, 1)) for f in range(12)]
+    assert imbalance_warnings(varied, kp) == []

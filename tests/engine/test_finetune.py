@@ -106,6 +106,7 @@ def test_finetune_a_pipeline_store_end_to_end(pipeline_store, tmp_path):
     assert steps == sorted(steps) and events[-1].total == result.steps
     assert {e.total for e in events if e.stage == "frames"} == {len(CORRECTED)}
     assert "new.pt" in str(result) and "held-out PCK@0.1" in str(result)
+    assert result.warnings[0].startswith("no labels for left shoulder, left elbow")
 
 
 def test_cancel_stops_without_writing_weights(pipeline_store, tmp_path):
