@@ -21,7 +21,7 @@ from clamp_track.data.augment import AugmentConfig
 from clamp_track.data.dataset import TopDownDataset
 from clamp_track.data.records import Instance
 from clamp_track.errors import InputError
-from clamp_track.io.labels import Label, Labels, label_box
+from clamp_track.io.labels import Label, Labels, VideoFrame, label_box
 from clamp_track.skeleton import KeypointSet
 
 
@@ -246,8 +246,8 @@ def imbalance_warnings(items: Sequence[Label], keypoints: KeypointSet, *,
     DeepLabCut's labelling docs warn that labelling only easy or similar frames gives a model
     that fails elsewhere; corrections made while reviewing are prone to exactly that. Checked:
     keypoints with no label or far fewer than the others (the model learns nothing new for
-    them), labels from a few short stretches of video (near-duplicate frames teach less than
-    varied ones) and one source dominating several.
+    them), corrected video frames from a few short stretches of video (near-duplicate frames
+    teach less than varied ones) and one source dominating several.
 
     Args:
         items: The training labels.
@@ -268,7 +268,9 @@ def imbalance_warnings(items: Sequence[Label], keypoints: KeypointSet, *,
                                                       & (counts < 0.2 * np.median(counts)))]
     if few:
         out.append(f"few labels for {', '.join(few)} compared with the other keypoints")
-    frames = sorted({(i.origin, i.video, i.frame) for i in items if i.frame is not None})
+    # only video frames of stores: frame numbers in label-file image names may be renumbered
+    frames = sorted({(i.origin, i.video, i.frame) for i in items
+                     if isinstance(i.image, VideoFrame) and i.frame is not None})
     stretches = sum(1 for a, b in zip([None] + frames, frames)
                     if a is None or a[:2] != b[:2] or b[2] - a[2] > stretch_gap)
     if len(frames) >= 10 and stretches < 3:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -17,7 +19,7 @@ from clamp_track.data.corrections import (
 )
 from clamp_track.errors import InputError
 from clamp_track.io.dlc_labels import read_dlc_labels
-from clamp_track.io.labels import Label
+from clamp_track.io.labels import Label, VideoFrame
 from clamp_track.skeleton import AP10K, from_names
 
 OPENFIELD = "deeplabcut-examples/openfield-Pranav-2018-10-30/labeled-data/m4s1"
@@ -100,7 +102,8 @@ def test_lopsided_labels_are_pointed_out(openfield):
 
     def label(frame, origin, labelled=(1, 1, 1, 0)):
         kps = np.array([[10.0 + k, 20.0, 2.0 * v] for k, v in enumerate(labelled)])
-        return Label("x.png", "v", f"img{frame}.png", kps, frame=frame, origin=origin)
+        return Label(VideoFrame("v.mp4", frame), "v", f"img{frame}.png", kps, frame=frame,
+                     origin=origin)
 
     items = [label(f, "a.sqlite") for f in range(12)] + [label(500, "b.sqlite", (1, 0, 0, 0))]
     text = imbalance_warnings(items, kp)
@@ -109,3 +112,5 @@ def test_lopsided_labels_are_pointed_out(openfield):
     assert any(t.startswith("92% of the labels come from a.sqlite") for t in text)
     varied = [label(f * 100, "a.sqlite", (1, 1, 1, 1)) for f in range(12)]
     assert imbalance_warnings(varied, kp) == []
+    files = [replace(i, image="x.png") for i in items[:12]]  # label files: names, not frames
+    assert not any("stretch" in t for t in imbalance_warnings(files, kp))
