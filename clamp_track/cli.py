@@ -16,7 +16,8 @@ from clamp_track import __version__
 from clamp_track.errors import ClampTrackError
 
 #: Sub-command modules, in the order ``--help`` lists them.
-COMMANDS = ("run", "batch", "review", "export", "train", "eval", "weights")
+COMMANDS = ("run", "batch", "review", "export", "finetune", "labels", "train", "eval",
+            "weights")
 
 
 def build_parser() -> argparse.ArgumentParser:

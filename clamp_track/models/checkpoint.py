@@ -262,3 +262,128 @@ def save_atomic(obj, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# ------------------------------------------------------------------ new keypoint vocabularies
+
+
+@dataclass(frozen=True)
+class Adaptation:
+    """How weights for one keypoint set were carried over to another.
+
+    Attributes:
+        state_dict: The new model's parameters and buffers.
+        matched: ``(new index, old index)`` of keypoints present in both sets (same name or
+            dataset spelling); their channels were copied.
+        reinitialised: State-dict keys whose size depends on the number of keypoints; the
+            channels of unmatched keypoints in them keep the new model's initialisation.
+    """
+
+    state_dict: dict
+    matched: tuple[tuple[int, int], ...]
+    reinitialised: tuple[str, ...]
+
+
+def match_keypoints(old: KeypointSet, new: KeypointSet) -> tuple[tuple[int, int], ...]:
+    """Pairs ``(new index, old index)`` of keypoints the two sets share, by name.
+
+    A new keypoint matches an old one with the same prompt name or dataset spelling (case,
+    ``_``, ``-`` and spaces ignored); each old keypoint is used at most once.
+    """
+    from clamp_track.errors import InputError
+
+    pairs, used = [], set()
+    for j, (name, source) in enumerate(zip(new.names, new.source_names)):
+        for candidate in (name, source):
+            try:
+                i = old.index(candidate)
+            except InputError:
+                continue
+            if i not in used:
+                pairs.append((j, i))
+                used.add(i)
+            break
+    return tuple(pairs)
+
+
+def _probe_set(k: int) -> KeypointSet:
+    return KeypointSet(name="probe", names=tuple(f"probe {i}" for i in range(k)))
+
+
+def keypoint_dims(config: ModelConfig, k: int) -> dict[str, tuple[int, ...]]:
+    """For each state-dict key, the dimensions whose size grows with the number of keypoints.
+
+    Found by comparing the shapes of the model for ``k`` and ``k + 3`` keypoints (meta device,
+    nothing allocated), so it follows the architecture instead of a list of names: for CLAMP
+    that is the first deconvolution of ``keypoint_head`` (input channels C + K), its final
+    layer, and the ``upconv_head``.
+    """
+    a = expected_shapes(config, _probe_set(k))
+    b = expected_shapes(config, _probe_set(k + 3))
+    out = {}
+    for key, shape in a.items():
+        dims = tuple(d for d, (x, y) in enumerate(zip(shape, b[key])) if x != y)
+        if dims:
+            out[key] = dims
+    return out
+
+
+def adapt_state_dict(state: dict, old: KeypointSet, config: ModelConfig,
+                     new: KeypointSet, fresh: dict) -> Adaptation:
+    """Carry weights trained for keypoint set ``old`` over to a model for set ``new``.
+
+    Everything whose size does not depend on the number of keypoints is copied: the image
+    backbone, the text encoder, the learnable contexts, the prompt encoder, the context
+    decoder, gamma, the logit scale and the middle layers of the heads. In the tensors that do
+    depend on it (:func:`keypoint_dims`), the channels of keypoints found in both sets
+    (:func:`match_keypoints`) are copied and the others keep ``fresh`` (the new model's own
+    initialisation). The K-channel ``upconv_head`` layers of the ViT configs count their
+    channels as keypoints too.
+
+    Args:
+        state: The trained state dict (set ``old``).
+        old: Its keypoint set.
+        config: The architecture (the same for both).
+        new: The new keypoint set.
+        fresh: A newly initialised state dict of the model for ``new``.
+
+    Returns:
+        The :class:`Adaptation`.
+    """
+    dims = keypoint_dims(config, new.num_keypoints)
+    matched = match_keypoints(old, new)
+    new_idx = torch.tensor([j for j, _ in matched], dtype=torch.long)
+    old_idx = torch.tensor([i for _, i in matched], dtype=torch.long)
+    k_old, k_new = old.num_keypoints, new.num_keypoints
+    out = {}
+    for key, target in fresh.items():
+        source = state[key]
+        if key not in dims:
+            out[key] = source.detach().clone()
+            continue
+        value = target.detach().clone()
+        src_sel, dst_sel = [], []
+        for d in range(value.ndim):
+            if d in dims[key]:
+                offset = value.shape[d] - k_new  # e.g. the C feature channels before the K
+                if source.shape[d] - k_old != offset:
+                    raise CheckpointError(f"{key}: cannot map dimension {d} between the sets")
+                if offset:  # the keypoint-independent channels (C of C + K) are copied
+                    _copy_leading(value, source, d, offset)
+                src_sel.append(old_idx + offset)
+                dst_sel.append(new_idx + offset)
+            else:
+                src_sel.append(torch.arange(value.shape[d]))
+                dst_sel.append(torch.arange(value.shape[d]))
+        if len(matched):
+            value[torch.meshgrid(*dst_sel, indexing="ij")] = source[
+                torch.meshgrid(*src_sel, indexing="ij")].to(value.dtype)
+        out[key] = value
+    return Adaptation(out, matched, tuple(sorted(dims)))
+
+
+def _copy_leading(value: torch.Tensor, source: torch.Tensor, dim: int, count: int) -> None:
+    """Copy the first ``count`` entries of dimension ``dim`` from ``source`` into ``value``."""
+    index = [slice(None)] * value.ndim
+    index[dim] = slice(0, count)
+    value[tuple(index)] = source[tuple(index)].to(value.dtype)
