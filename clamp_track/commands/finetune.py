@@ -58,6 +58,10 @@ def add_parser(sub) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any recipe setting, e.g. --set patience=10")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--rerun", action="store_true",
+                        help="then run each store's video again with the new weights (into a "
+                        "folder named after them beside the store) and carry the corrections "
+                        "over")
     parser.set_defaults(func=run)
 
 
@@ -113,8 +117,24 @@ def run(args: argparse.Namespace) -> int:
         print(format_metrics(result.metrics_before))
         print("held-out frames, new weights:")
         print(format_metrics(result.metrics_after))
-    print(f"use them: clamp-track run VIDEO --pose-weights {result.weights}")
+    if args.rerun and not result.cancelled:
+        _rerun(args.sources, result.weights, args.video)
+    else:
+        print(f"use them: clamp-track run VIDEO --pose-weights {result.weights}")
     return 0
+
+
+def _rerun(sources, weights, videos) -> None:
+    """Re-run the videos of the store sources with the new weights (corrections carried)."""
+    from clamp_track.pipelines.run import rerun
+
+    stores = [s for s in sources if str(s).endswith(".clamp.sqlite")]
+    if not stores:
+        print("--rerun: no result stores among the sources; nothing to re-run")
+    for i, store in enumerate(stores):
+        video = videos[i] if i < len(videos) else None
+        summary = rerun(store, weights, video=video)
+        print(f"re-run: {summary.line()}")
 
 
 def _source(path: str, args, cfg):

@@ -43,6 +43,12 @@ def show_error(parent: QWidget | None, title: str, message: str) -> None:
     QMessageBox.critical(parent, title, message)
 
 
+def ask(parent: QWidget | None, title: str, question: str) -> bool:
+    """A yes/no question; True for yes."""
+    answer = QMessageBox.question(parent, title, question)
+    return answer == QMessageBox.StandardButton.Yes
+
+
 def show_info(parent: QWidget | None, title: str, message: str) -> None:
     """An information message box."""
     QMessageBox.information(parent, title, message)

@@ -46,8 +46,8 @@ from clamp_track.gui.workers import (
     RunRequest,
     TaskWorker,
     export_task,
-    finetune_available,
     finetune_task,
+    rerun_task,
     run_task,
 )
 from clamp_track.io.store import SUFFIX, store_path
@@ -825,12 +825,7 @@ class MainWindow(QMainWindow):
         return worker
 
     def finetune(self) -> None:
-        """Run → Fine-tune on corrections (when the fine-tuning feature is installed)."""
-        if not finetune_available():
-            dialogs.show_info(self, "Fine-tune", "Fine-tuning on your corrections is not "
-                              "available yet in this version of clamp-track. Your corrections "
-                              "are saved in the results file and will be used once it is.")
-            return
+        """Run → Fine-tune on corrections, then (if the user agrees) re-run with the result."""
         store = self.state.store
         if store is None or not store.corrected_frames():
             self.report_error("Fine-tune", "correct some keypoints first: fine-tuning learns "
@@ -840,8 +835,18 @@ class MainWindow(QMainWindow):
         self._start_task(worker, "Fine-tune", self._finetuned)
 
     def _finetuned(self, result) -> None:
-        dialogs.show_info(self, "Fine-tune", f"Fine-tuning finished: {result}. Run the "
-                          "pipeline again with the new weights (Run → Run pipeline…).")
+        weights = getattr(result, "weights", None)
+        store = self.state.store
+        question = (f"Fine-tuning finished: {result}.\n\nRun the video again with the new "
+                    "weights now? The results go to a new folder beside these ones and your "
+                    "corrections are carried over.")
+        if weights is None or store is None or not self.interactive or \
+                not dialogs.ask(self, "Fine-tune", question):
+            self.statusBar().showMessage(f"Fine-tuning finished: {result}", 10000)
+            return
+        worker = TaskWorker(rerun_task(store.path, Path(weights), self.state.video_path))
+        self._start_task(worker, "Run with the fine-tuned weights", lambda summary: (
+            self.open_paths(self.state.video_path, summary.store)))
 
     # ================================================================== screenshots, closing
     def wait_for_frame(self, timeout_s: float = 60.0) -> bool:

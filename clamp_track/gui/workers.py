@@ -127,6 +127,23 @@ def run_task(request: RunRequest) -> Callable[[Reporter], object]:
     return task
 
 
+def rerun_task(store: Path, weights: Path, video: Path | None) -> Callable[[Reporter], object]:
+    """Run a store's video again with new weights, carrying the corrections over."""
+
+    def task(reporter: Reporter):
+        from clamp_track.pipelines.run import Cancelled, rerun
+
+        def progress(p) -> None:
+            reporter.report(p.done, p.total, f"{p.fps:.1f} frames/s, {p.animals} animals")
+            if reporter.cancelled:
+                raise Cancelled(f"cancelled at frame {p.done} of {p.total}")
+
+        reporter.report(0, 0, "loading the model")
+        return rerun(store, weights, video=video, progress=progress)
+
+    return task
+
+
 # ---------------------------------------------------------------------------- export
 @dataclass(frozen=True)
 class ExportRequest:
@@ -164,14 +181,6 @@ def export_task(request: ExportRequest) -> Callable[[Reporter], object]:
 
 
 # ---------------------------------------------------------------------------- fine-tune
-def finetune_available() -> bool:
-    """Whether the fine-tuning module (``clamp_track.engine.finetune``) is installed."""
-    try:
-        return importlib.util.find_spec(FINETUNE_MODULE) is not None
-    except ModuleNotFoundError:
-        return False
-
-
 def finetune_task(stores: list[Path]) -> Callable[[Reporter], object]:
     """Fine-tune on the corrections of ``stores``; returns what ``finetune`` returns.
 

@@ -574,3 +574,44 @@ def _annotated_video(store: ResultStore, tidy, info, path: Path, video) -> Path:
         return writers.write_annotated_video(
             ((f.index, f.image) for f in reader), path, info, keypoints=tidy,
             boxes=store.boxes())
+
+
+def rerun(store: str | os.PathLike, weights: str | os.PathLike,
+          out_dir: str | os.PathLike | None = None, *, video: str | os.PathLike | None = None,
+          progress: Callable[[Progress], None] | None = None) -> RunSummary:
+    """Run a stored video again with other pose weights, carrying the corrections over.
+
+    The closing step of the fine-tuning loop: the new run uses the store's settings with
+    ``weights``, writes to ``out_dir`` (default: a folder named after the weights beside the
+    store, so the first run and its corrections stay untouched), and the user's corrections
+    are copied into the new store, each onto the instance whose new prediction is nearest.
+
+    Args:
+        store: The ``.clamp.sqlite`` of the first run.
+        weights: The new (e.g. fine-tuned) checkpoint.
+        out_dir: Where the new run writes.
+        video: The video, if it moved since the first run.
+        progress: As for :func:`run_video`.
+
+    Returns:
+        The new run's :class:`RunSummary`.
+    """
+    from clamp_track.config import from_dict
+    from clamp_track.io.labels import import_into_store, labels_from_store
+
+    store, weights = Path(store), Path(weights)
+    with ResultStore.open(store, readonly=True) as old:
+        settings = {**old.meta("config"), "pose_weights": str(weights)}
+        video = Path(video or old.video_info.path)
+        labels = labels_from_store(old, need_video=False)
+    cfg = from_dict(RunConfig, settings, source=str(store))
+    out = Path(out_dir) if out_dir else store.parent / weights.stem
+    if out.resolve() == store.parent.resolve():
+        raise InputError(f"{out}: choose another folder than the first run's, whose store "
+                         "holds your corrections")
+    summary = run_video(video, cfg, out, overwrite=True, progress=progress)
+    with ResultStore.open(summary.store) as new:
+        imported, skipped = import_into_store(labels, new, match="nearest")
+    log.info("carried %d corrected animals over to %s (%d without a match)", imported,
+             summary.store, skipped)
+    return summary

@@ -3,9 +3,7 @@ and the fine-tuning integration point."""
 
 from __future__ import annotations
 
-import importlib.machinery
 import shutil
-import sys
 import types
 
 import numpy as np
@@ -106,34 +104,36 @@ def test_export_writes_the_corrections(qtbot, window, results, wait_image, tmp_p
     assert (row.x, row.y, row.confidence, row.corrected) == (123.25, 234.5, 1.0, True)
 
 
-def test_finetune_says_when_it_is_not_available(window, results, messages, monkeypatch):
-    monkeypatch.delitem(sys.modules, "clamp_track.engine.finetune", raising=False)
-    window.open_paths(results.video, results.store)
-    window.act_finetune.trigger()
-    assert messages[-1][0] == "info" and "not available yet" in messages[-1][2]
+def test_finetune_in_a_worker_then_rerun_with_the_new_weights(qtbot, window, results, messages,
+                                                             monkeypatch, tmp_path):
+    """The Fine-tune action trains in a worker (the training itself is tested in
+    tests/engine/test_finetune.py; here it is replaced to keep the GUI test short), then the
+    real re-run with the new weights opens its results, corrections carried over."""
+    import clamp_track.engine.finetune as engine
+    from clamp_track.gui import dialogs
+    from clamp_track.models import create_model, save_checkpoint
 
-
-def test_finetune_calls_the_engine_in_a_worker(qtbot, window, results, messages, monkeypatch):
+    weights = save_checkpoint(create_model("clamp_tiny_rn50"), tmp_path / "tuned.pt")
     calls = []
 
     def finetune(stores, cfg, progress=None, cancel=None):
         progress(1, 2)
-        calls.append((stores, cfg, cancel()))
-        return "finetuned.pt"
+        calls.append((stores, type(cfg).__name__, cancel()))
+        return types.SimpleNamespace(weights=str(weights))
 
-    name = "clamp_track.engine.finetune"
-    module = types.ModuleType(name)
-    module.__spec__ = importlib.machinery.ModuleSpec(name, None)
-    module.finetune = finetune
-    monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setattr(engine, "finetune", finetune)
+    monkeypatch.setattr(dialogs, "ask", lambda *args: True)
     window.open_paths(results.video, results.store)
     window.act_finetune.trigger()
     assert "correct some keypoints first" in messages[-1][2] and not calls
     window.view.keypointMoved.emit(1, 0, 10.0, 10.0)
     window.act_finetune.trigger()
-    qtbot.waitUntil(lambda: bool(calls) and not window.tasks, timeout=20000)
-    assert calls == [([results.store], None, False)]
-    assert "finetuned.pt" in messages[-1][2]
+    new_store = results.store.parent / "tuned" / results.store.name
+    qtbot.waitUntil(lambda: window.state.store is not None
+                    and window.state.store.path == new_store and not window.tasks,
+                    timeout=120000)
+    assert calls == [([results.store], "FinetuneConfig", False)]
+    assert len(window.state.store.corrections()) == 1  # the dragged keypoint came along
 
 
 def test_the_dialogs_build_the_requests(qapp, tmp_path):

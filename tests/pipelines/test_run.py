@@ -225,3 +225,26 @@ def test_dog_clip_avi(shared_data, models, tmp_path):
     assert summary.frames == 40
     tidy = pd.read_csv(_one(tmp_path, "*.clamp.csv"))
     assert set(tidy.frame) <= set(range(40)) and tidy.track.min() >= 1
+
+
+def test_rerun_with_new_weights_carries_the_corrections_over(cows, cows_run, tmp_path):
+    import shutil as sh
+
+    from clamp_track.models import create_model, save_checkpoint
+    from clamp_track.pipelines.run import rerun
+
+    summary, _ = cows_run
+    first = tmp_path / "first" / summary.store.name
+    first.parent.mkdir()
+    sh.copy(summary.store, first)
+    with ResultStore.open(first) as store:
+        store.set_correction(5, 1, 2, 300.0, 200.0)
+        store.set_correction(40, 1, 7, 350.0, 250.0)
+    weights = save_checkpoint(create_model("clamp_tiny_rn50"), tmp_path / "tuned.pt")
+    new = rerun(first, weights, tmp_path / "second", video=cows[0])
+    assert new.store.parent == tmp_path / "second" and new.frames == 104
+    with ResultStore.open(new.store, readonly=True) as store:
+        assert store.corrections() == [(5, 1, 2, 300.0, 200.0, 1), (40, 1, 7, 350.0, 250.0, 1)]
+        assert store.meta("config")["pose_weights"] == str(weights)
+    with pytest.raises(InputError, match="choose another folder"):
+        rerun(first, weights, first.parent)
