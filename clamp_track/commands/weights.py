@@ -24,6 +24,10 @@ def add_parser(sub) -> None:
         help="keypoint set the weights were trained for: ap10k, animalpose or a YAML file "
         "(default: from the number of keypoints)",
     )
+    convert.add_argument(
+        "--trust", action="store_true",
+        help="the file holds Python objects besides weights and you trust its source "
+        "(unpickling can run code)")
     convert.set_defaults(func=run_convert)
 
     listing = actions.add_parser("list", help="named weights and what is in the cache")
@@ -38,12 +42,22 @@ def run_convert(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from clamp_track.errors import CheckpointError
-    from clamp_track.models import create_model, load_checkpoint, save_checkpoint
+    from clamp_track.models import (
+        build_model,
+        check_fits,
+        get_config,
+        load_checkpoint,
+        save_checkpoint,
+    )
 
-    ckpt = load_checkpoint(args.checkpoint, keypoints=_keypoints(args.keypoints))
+    ckpt = load_checkpoint(args.checkpoint, keypoints=_keypoints(args.keypoints),
+                           trust=args.trust)
     if ckpt.source != "official":
         raise CheckpointError(f"{args.checkpoint}: already a clamp-track checkpoint")
-    model = create_model(args.model, weights=args.checkpoint, keypoints=ckpt.keypoints)
+    config = get_config(args.model) if args.model else ckpt.config
+    check_fits(ckpt, config, ckpt.keypoints, args.model or ckpt.variant)
+    model = build_model(config, ckpt.keypoints)
+    model.load_state_dict(ckpt.state_dict, strict=True)
     out = save_checkpoint(
         model, Path(args.output), origin="official",
         extra={"converted_from": Path(args.checkpoint).name},

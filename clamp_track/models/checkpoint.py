@@ -17,6 +17,7 @@ raises :class:`~clamp_track.errors.CheckpointError` naming the file and the mism
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -61,8 +62,13 @@ class Checkpoint:
     extra: dict
 
 
-def read_file(path: str | os.PathLike):
-    """``torch.load`` a file safely (tensors and plain data only), with clear errors."""
+def read_file(path: str | os.PathLike, trust: bool = False):
+    """``torch.load`` a checkpoint safely, with clear errors.
+
+    Only tensors, plain data and numpy scalars/arrays are unpickled (mmpose checkpoints keep
+    numpy values in their ``meta``); anything else needs ``trust=True`` (arbitrary code can run
+    when unpickling, so only for files from a source you trust).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: weights file not found")
@@ -74,21 +80,42 @@ def read_file(path: str | os.PathLike):
             "pass it as clip_weights (--clip-weights) instead"
         )
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        if trust:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(_numpy_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except (zipfile.BadZipFile, EOFError) as exc:
         raise CheckpointError(
             f"{path}: truncated or corrupt checkpoint ({exc}); re-download or re-convert it"
         ) from None
+    except pickle.UnpicklingError as exc:
+        if "weights only" in str(exc).lower() and not trust:
+            raise CheckpointError(
+                f"{path}: holds Python objects other than weights; if you trust its source, "
+                "convert it with `clamp-track weights convert --trust FILE -o OUT.pt`"
+            ) from None
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({str(exc)[:120]})") from None
     except RuntimeError as exc:
         if "zip" in str(exc).lower() or "archive" in str(exc).lower():
             raise CheckpointError(
                 f"{path}: truncated or corrupt checkpoint; re-download or re-convert it"
             ) from None
         raise CheckpointError(f"{path}: cannot be read as a checkpoint ({exc})") from None
-    except Exception as exc:  # pickle errors of non-checkpoint files, unsafe globals
+    except Exception as exc:  # pickle errors of non-checkpoint files
         raise CheckpointError(
             f"{path}: not a PyTorch checkpoint ({exc.__class__.__name__}: {str(exc)[:120]})"
         ) from None
+
+
+def _numpy_globals() -> list:
+    """Numpy types that may appear in checkpoint metadata and are safe to rebuild."""
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core
+    kinds = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+             "float16", "float32", "float64", "complex64", "complex128", "str", "bytes", "object")
+    dtypes = [type(np.dtype(kind)) for kind in kinds]
+    return [core.multiarray.scalar, core.multiarray._reconstruct, np.ndarray, np.dtype, *dtypes]
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -99,16 +126,18 @@ def _is_torchscript(path: Path) -> bool:
         return False
 
 
-def load_checkpoint(path: str | os.PathLike, keypoints: KeypointSet | None = None) -> Checkpoint:
+def load_checkpoint(path: str | os.PathLike, keypoints: KeypointSet | None = None,
+                    trust: bool = False) -> Checkpoint:
     """Read any supported checkpoint into a :class:`Checkpoint`.
 
     Args:
         path: File path.
         keypoints: Keypoint set for official checkpoints (default: AP-10K for 17 keypoints,
             Animal-Pose for 20); ignored for clamp-track checkpoints, which carry theirs.
+        trust: Unpickle any Python object in the file (see :func:`read_file`).
     """
     path = Path(path)
-    data = read_file(path)
+    data = read_file(path, trust)
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: not a checkpoint (a {type(data).__name__}, not a dict)")
     if "clamp_track" in data:

@@ -79,3 +79,23 @@ def test_uncached_clip_weights_fail_fast_with_instructions(tmp_path, monkeypatch
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     with pytest.raises(CheckpointError, match="--clip-weights"):
         create_model("clamp_rn50", clip_weights="openai")
+
+
+def test_numpy_metadata_loads_safely_and_other_objects_need_trust(golden_dir, tmp_path):
+    import fractions
+
+    import numpy as np
+
+    data = torch.load(golden_dir / "rn50_tiny_ref_checkpoint.pth", weights_only=True)
+    data["meta"]["hook_msgs"] = {"best_score": np.float64(0.72), "curve": np.arange(3)}
+    path = tmp_path / "numpy_meta.pth"
+    torch.save(data, path)
+    assert load_checkpoint(path).variant == "clamp_tiny_rn50"  # mmpose-style numpy metadata
+
+    data["meta"]["odd"] = fractions.Fraction(1, 3)  # any other Python object
+    torch.save(data, path)
+    with pytest.raises(CheckpointError, match="--trust"):
+        load_checkpoint(path)
+    out = tmp_path / "ours.pt"
+    assert main(["weights", "convert", str(path), "-o", str(out), "--trust"]) == 0
+    assert load_checkpoint(out).variant == "clamp_tiny_rn50"
