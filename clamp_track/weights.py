@@ -93,15 +93,37 @@ def _index_path() -> Path:
 
 
 def pose_weights_index() -> dict[str, dict]:
-    """What the cached pose checkpoints are: ``{name: {"variant", "keypoints"}}``."""
+    """What the cached pose checkpoints are: ``{name: {"variant", "keypoints"}}``.
+
+    Files put into the cache by hand (e.g. ``weights convert ... -o CACHE/pose/NAME.pt``) are
+    described from their own metadata and added.
+    """
     import json
 
     try:
         index = json.loads(_index_path().read_text())
     except (OSError, ValueError):
-        return {}
+        index = {}
     cached = cached_pose_weights()
-    return {name: entry for name, entry in index.items() if name in cached}
+    index = {name: entry for name, entry in index.items() if name in cached}
+    for name in sorted(set(cached) - set(index)):
+        entry = _describe(cached[name])
+        if entry is not None:
+            _add_to_index(name, entry["variant"], entry["keypoints"])
+            index[name] = entry
+    return index
+
+
+def _describe(path: Path) -> dict | None:
+    """Variant and keypoint set of a clamp-track checkpoint, read without loading its weights."""
+    import torch
+
+    try:
+        meta = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["clamp_track"]
+        return {"variant": meta["variant"], "keypoints": meta["keypoints"]["name"]}
+    except Exception:  # noqa: BLE001 - not a clamp-track checkpoint: not usable by name
+        log.warning("%s is not a clamp-track checkpoint; ignored", path)
+        return None
 
 
 def default_pose_weights(variant: str, keypoints: str = "ap10k") -> Path:
@@ -211,7 +233,10 @@ def _add_to_index(name: str, variant: str | None, keypoints: str) -> None:
 
     from clamp_track.config import atomic_write_text
 
-    index = pose_weights_index()
+    try:
+        index = json.loads(_index_path().read_text())
+    except (OSError, ValueError):
+        index = {}
     index[name] = {"variant": variant, "keypoints": keypoints}
     atomic_write_text(_index_path(), json.dumps(index, indent=1, sort_keys=True))
 

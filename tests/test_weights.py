@@ -34,6 +34,14 @@ def test_fetching_an_archive_converts_every_checkpoint(golden_dir, tmp_path, cac
     assert resolve_pose_weights("auto", "clamp_tiny_vitb16") == written[1]
 
 
+def test_checkpoints_put_in_the_cache_by_hand_are_found_by_auto(golden_dir, cache):
+    out = cache / "pose" / "my_rn50.pt"
+    out.parent.mkdir(parents=True)
+    assert main(["weights", "convert", str(golden_dir / "rn50_tiny_ref_checkpoint.pth"),
+                 "-o", str(out)]) == 0
+    assert resolve_pose_weights("auto", "clamp_tiny_rn50") == out
+
+
 def test_auto_weights_offline_say_what_to_do(cache, monkeypatch):
     import clamp_track.weights as weights
 

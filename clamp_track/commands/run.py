@@ -82,7 +82,7 @@ def config_data(args: argparse.Namespace) -> dict:
     if args.video_out:
         flags["exports"] = sorted({*(flags.get("exports") or data.get("exports")
                                      or ["csv", "dlc"]), "video"})
-    if str(flags.get("pose_weights")).lower() == "none":
+    if (args.pose_weights or "").lower() == "none":  # an untrained model, asked for
         flags["pose_weights"] = None
         data["pose_weights"] = None
     data = merge(data, _drop_none(flags))

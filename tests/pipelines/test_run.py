@@ -248,3 +248,15 @@ def test_rerun_with_new_weights_carries_the_corrections_over(cows, cows_run, tmp
         assert store.meta("config")["pose_weights"] == str(weights)
     with pytest.raises(InputError, match="choose another folder"):
         rerun(first, weights, first.parent)
+
+
+def test_command_line_weights_default_to_the_official_ones_and_none_means_untrained():
+    from clamp_track.cli import build_parser
+    from clamp_track.commands.run import build_config
+
+    def cfg(*flags):
+        return build_config(build_parser().parse_args(["run", "video.mp4", *flags]))
+
+    assert cfg().pose_weights == "auto"
+    assert cfg("--pose-weights", "none").pose_weights is None
+    assert cfg("--pose-weights", "my.pt").pose_weights == "my.pt"
