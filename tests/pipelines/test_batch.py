@@ -329,8 +329,9 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_continues(collection, reference, clust
     # a video may still finish (the stop is seen within a chunk or two); none is left unknown
     summary = pd.read_csv(tmp_path / "s.csv").set_index("video").status
     assert "interrupted" in set(summary) and set(summary) <= {"interrupted", "done"}
+    # (whether a video was caught mid-way depends on timing; resuming a partial store is
+    # covered by tests/pipelines/test_run.py)
     states = {str(t.video): store_state(t.store, t.cfg)[0] for t in tasks}
-    assert "partial" in states.values()
     for video, status in summary.items():  # interrupted: stopped at a chunk, or never started
         assert states[video] in (("complete",) if status == "done" else ("partial", "missing"))
     results = run_batch(tasks, bcfg)

@@ -260,3 +260,44 @@ def test_command_line_weights_default_to_the_official_ones_and_none_means_untrai
     assert cfg().pose_weights == "auto"
     assert cfg("--pose-weights", "none").pose_weights is None
     assert cfg("--pose-weights", "my.pt").pose_weights == "my.pt"
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_gives_identical_results(cows, tmp_path):
+    """A run killed with SIGKILL mid-video and resumed equals an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from clamp_track.models import create_model, save_checkpoint
+
+    video, boxes = cows
+    weights = save_checkpoint(create_model("clamp_tiny_rn50"), tmp_path / "w.pt")
+    base = [sys.executable, "-m", "clamp_track", "run", str(video), "--pose-weights",
+            str(weights), "--boxes", str(boxes), "--export", "csv",
+            "--set", "smoother.min_confidence=1e-12", "tracker.min_track_length=5"]
+    subprocess.run([*base, "-o", str(tmp_path / "full")], check=True, capture_output=True)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([*base, "-o", str(killed)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    store = killed / "cows.mp4.clamp.sqlite"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if store.exists():
+            try:
+                with ResultStore.open(store, readonly=True) as s:
+                    if (s.last_frame() or 0) >= 24:
+                        break
+            except Exception:  # noqa: BLE001 - being created
+                pass
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with ResultStore.open(store, readonly=True) as s:
+        assert not s.complete and s.last_frame() < 103
+    subprocess.run([*base, "-o", str(killed), "--resume"], check=True, capture_output=True)
+    with ResultStore.open(store, readonly=True) as resumed, \
+            ResultStore.open(tmp_path / "full" / store.name, readonly=True) as full:
+        pd.testing.assert_frame_equal(resumed.tidy(), full.tidy())
