@@ -100,6 +100,13 @@ def _coerce(hint, value, where: str):
     return value
 
 
+def check_fractions(obj, *names: str) -> None:
+    """Raise ValueError unless every named field of ``obj`` lies in [0, 1] (probabilities)."""
+    for name in names:
+        if not 0.0 <= getattr(obj, name) <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {getattr(obj, name)}")
+
+
 def to_dict(obj) -> dict:
     """Plain-data form of a config dataclass (tuples become lists, for YAML)."""
 

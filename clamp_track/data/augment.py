@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from clamp_track.config import check_fractions
 from clamp_track.skeleton import KeypointSet
 
 #: Probability of choosing the upper body in half-body augmentation: P(N(0, 1) < 0.5), which is
@@ -61,9 +62,7 @@ class AugmentConfig:
     shift: float = 0.2
 
     def __post_init__(self):
-        for name in ("flip_prob", "half_body_prob", "rotation_prob", "shift_prob"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        check_fractions(self, "flip_prob", "half_body_prob", "rotation_prob", "shift_prob")
         if not 0.0 <= self.scale < 1.0:
             raise ValueError(f"scale must be in [0, 1), got {self.scale}")
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from clamp_track.config import check_fractions
 from clamp_track.data.augment import AugmentConfig
 from clamp_track.data.dataset import TopDownDataset
 from clamp_track.data.records import Instance
@@ -117,9 +118,7 @@ class PhotometricConfig:
     blur_prob: float = 0.1
 
     def __post_init__(self):
-        for name in ("prob", "grey_prob", "blur_prob"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        check_fractions(self, "prob", "grey_prob", "blur_prob")
 
 
 def jitter_colours(crop: np.ndarray, rng: np.random.Generator,

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from clamp_track.config import check_fractions
 from clamp_track.types import Detections
 
 #: Columns :func:`finalize_tracks` needs in its table (extra columns are ignored).
@@ -83,9 +84,8 @@ class TrackerConfig:
     velocity_smoothing: float = 0.5
 
     def __post_init__(self):
-        for name in ("high_threshold", "activation_threshold", "match_iou", "velocity_smoothing"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        check_fractions(self, "high_threshold", "activation_threshold", "match_iou",
+                        "velocity_smoothing")
         for name in ("lost_track_buffer", "min_track_length", "relink_max_gap"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
