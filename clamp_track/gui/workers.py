@@ -51,6 +51,11 @@ class TaskWorker(QThread):
         failed(str): A one-line message (a user error's own; other errors name their type and
             are logged with their traceback).
         cancelled(str): The task stopped because the user cancelled.
+
+    Attributes:
+        outcome: ``(signal name, argument)`` of the signal :meth:`run` emitted, set just before
+            emitting it (None while running), so a caller that connects late cannot miss how
+            the task ended.
     """
 
     progressed = pyqtSignal(int, int, str)
@@ -62,6 +67,7 @@ class TaskWorker(QThread):
         super().__init__(parent)
         self._task = task
         self._cancel = threading.Event()
+        self.outcome: tuple[str, object] | None = None
 
     @property
     def cancel_requested(self) -> bool:
@@ -77,12 +83,16 @@ class TaskWorker(QThread):
         try:
             result = self._task(Reporter(self))
         except ClampTrackError as exc:
-            (self.cancelled if self.cancel_requested else self.failed).emit(str(exc))
+            self._finish("cancelled" if self.cancel_requested else "failed", str(exc))
         except Exception as exc:  # noqa: BLE001 - shown in a message box, logged in full
             log.exception("background task failed")
-            self.failed.emit(f"{type(exc).__name__}: {exc}")
+            self._finish("failed", f"{type(exc).__name__}: {exc}")
         else:
-            self.succeeded.emit(result)
+            self._finish("succeeded", result)
+
+    def _finish(self, signal: str, value: object) -> None:
+        self.outcome = (signal, value)
+        getattr(self, signal).emit(value)
 
 
 # ---------------------------------------------------------------------------- run

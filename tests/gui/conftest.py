@@ -131,6 +131,22 @@ def wait_image(qtbot):
     return wait
 
 
+@pytest.fixture
+def wait_task(qtbot):
+    """``wait_task(window, worker) -> (signal name, argument)``: wait until a background task
+    has ended and the window has handled its end (its slots ran, it left ``window.tasks``).
+
+    Reads ``worker.outcome`` instead of connecting to the signals, which a task that ends
+    quickly may have emitted already by the time the test connects."""
+
+    def wait(win, worker, timeout: int = 120000) -> tuple[str, object]:
+        qtbot.waitUntil(lambda: worker.outcome is not None and worker.isFinished()
+                        and worker not in win.tasks, timeout=timeout)
+        return worker.outcome
+
+    return wait
+
+
 @pytest.fixture(scope="session")
 def settings():
     """``settings(boxes, end)``: the RunConfig settings of the test runs."""

@@ -26,7 +26,7 @@ def fresh_video(cows_boxes, tmp_path):
     return video
 
 
-def test_run_from_the_gui_keeps_the_window_live_and_opens_the_results(qtbot, window,
+def test_run_from_the_gui_keeps_the_window_live_and_opens_the_results(qtbot, window, wait_task,
                                                                       fresh_video, cows_boxes,
                                                                       settings):
     assert window.open_paths(fresh_video) and window.state.store is None
@@ -37,8 +37,7 @@ def test_run_from_the_gui_keeps_the_window_live_and_opens_the_results(qtbot, win
     worker = window.start_run(RunRequest(fresh_video, settings(cows_boxes[1], end=16)))
     progress = []
     worker.progressed.connect(lambda done, total, _: progress.append((done, total)))
-    with qtbot.waitSignal(worker.succeeded, timeout=120000):
-        pass
+    assert wait_task(window, worker)[0] == "succeeded"
     timer.stop()
     assert sum(ticks) >= 3  # the event loop kept running during the run
     assert (16, 16) in progress and window.progress_dialog.bar.value() == 16
@@ -47,19 +46,17 @@ def test_run_from_the_gui_keeps_the_window_live_and_opens_the_results(qtbot, win
     assert window.state.data.track_ids == [1, 2] and not window.banner.isVisible()
 
 
-def test_cancel_then_resume(qtbot, window, fresh_video, cows_boxes, settings, messages):
+def test_cancel_then_resume(window, wait_task, fresh_video, cows_boxes, settings, messages):
     window.open_paths(fresh_video)
     request = RunRequest(fresh_video, settings(cows_boxes[1], end=32))
     worker = window.start_run(request)
     worker.progressed.connect(lambda done, total, _: done >= 8
                               and window.progress_dialog.cancel_button.click())
-    with qtbot.waitSignal(worker.cancelled, timeout=120000) as cancelled:
-        pass
-    assert "cancelled at frame" in cancelled.args[0] and messages == []
+    signal, message = wait_task(window, worker)
+    assert signal == "cancelled" and "cancelled at frame" in message and messages == []
     store_file = fresh_video.parent / "cows.mp4.clamp.sqlite"
     with ResultStore.open(store_file, readonly=True) as partial:
         assert not partial.complete and partial.last_frame() < 31
-    qtbot.waitUntil(lambda: not window.tasks)
     assert window.open_paths(fresh_video)  # the partial results can be looked at already
     assert "stopped before the end" in window.banner.text()
     window.state.set_coordinates(Coordinates.SMOOTHED)  # not smoothed yet: raw is shown
@@ -67,36 +64,35 @@ def test_cancel_then_resume(qtbot, window, fresh_video, cows_boxes, settings, me
     inst = window.state.data.instance(4, track, Coordinates.SMOOTHED)
     assert np.isfinite(inst.xy).all()
     worker = window.start_export(ExportRequest(store_file, ("csv",)))
-    with qtbot.waitSignal(worker.failed, timeout=60000) as failed:
-        pass
-    assert "did not finish" in failed.args[0]
+    signal, message = wait_task(window, worker)
+    assert signal == "failed" and "did not finish" in message
+    assert messages == [("error", "Export", message)]
     messages.clear()
     worker = window.start_run(RunRequest(fresh_video, request.settings, resume=True))
-    with qtbot.waitSignal(worker.succeeded, timeout=120000) as done:
-        pass
-    assert done.args[0].resumed_from is not None
+    signal, summary = wait_task(window, worker)
+    assert signal == "succeeded" and summary.resumed_from is not None
     with ResultStore.open(store_file, readonly=True) as store:
         assert store.complete and store.last_frame() == 31 and store.track_ids() == [1, 2]
 
 
-def test_a_failed_run_is_one_message(qtbot, window, fresh_video, messages, settings, tmp_path):
+def test_a_failed_run_is_one_message(window, wait_task, fresh_video, messages, settings,
+                                     tmp_path):
     bad = settings(tmp_path / "no-such-boxes.txt", end=8)
     worker = window.start_run(RunRequest(fresh_video, bad))
-    with qtbot.waitSignal(worker.failed, timeout=120000):
-        pass
+    assert wait_task(window, worker)[0] == "failed"
     (kind, title, text), = messages
     assert kind == "error" and title == "Run pipeline" and "no-such-boxes.txt" in text
     assert "\n" not in text and "Traceback" not in text
 
 
-def test_export_writes_the_corrections(qtbot, window, results, wait_image, tmp_path):
+def test_export_writes_the_corrections(window, wait_task, results, wait_image, tmp_path):
     window.open_paths(results.video, results.store)
     wait_image(window)
     window.view.keypointMoved.emit(1, 2, 123.25, 234.5)
     worker = window.start_export(ExportRequest(results.store, ("csv", "dlc"), tmp_path / "out"))
-    with qtbot.waitSignal(worker.succeeded, timeout=60000) as done:
-        pass
-    names = sorted(p.name for p in done.args[0])
+    signal, paths = wait_task(window, worker)
+    assert signal == "succeeded"
+    names = sorted(p.name for p in paths)
     assert names[0] == "cows.clamp.csv" and any(n.endswith(".h5") for n in names)
     table = pd.read_csv(tmp_path / "out" / "cows.clamp.csv")
     nose = window.state.data.keypoints.source_names[2]
