@@ -36,7 +36,14 @@ from pathlib import Path
 from clamp_track.config import atomic_write_text, to_dict
 from clamp_track.errors import ClampTrackError, InputError
 from clamp_track.io.store import ResultStore, store_path
-from clamp_track.pipelines.run import Cancelled, Models, Progress, RunConfig, run_video
+from clamp_track.pipelines.run import (
+    Cancelled,
+    Models,
+    Progress,
+    RunConfig,
+    corrected_table,
+    run_video,
+)
 
 log = logging.getLogger(__name__)
 
@@ -867,7 +874,7 @@ def write_combined_csv(results: Sequence[VideoResult], path: str | os.PathLike) 
                 if r.status not in ("done", "skipped"):
                     continue
                 with ResultStore.open(r.store, readonly=True) as store:
-                    tidy = store.tidy()  # the columns of the per-video .clamp.csv
+                    tidy = corrected_table(store)  # as in the per-video .clamp.csv
                 tidy.insert(0, "video", r.video)
                 tidy.to_csv(fh, header=header, index=False)
                 header = False

@@ -545,7 +545,7 @@ def export(store: ResultStore, formats, out_dir: str | os.PathLike | None = None
     info = writers.ExportInfo(
         store.keypoints, store.video_info, model_name=(store.meta("model") or {}).get(
             "variant", "clamp"), date=store.meta("dlc_date"), dlc_net_type=dlc_net_type)
-    tidy = store.tidy()
+    tidy = corrected_table(store)
     stem = Path(info.video.path).stem
     paths: list[Path] = []
     if "csv" in formats:
@@ -558,6 +558,42 @@ def export(store: ResultStore, formats, out_dir: str | os.PathLike | None = None
     if "video" in formats:
         paths.append(_annotated_video(store, tidy, info, out / f"{stem}.clamp.mp4", video))
     return paths
+
+
+def corrected_table(store: ResultStore):
+    """The store's tidy table with the user's corrections in the smoothed coordinates too.
+
+    This is what every export writes. The stored smoothed coordinates were computed from the
+    model's keypoints when the run finished, so on their own they would hide corrections made
+    later. Each track with corrections is smoothed again with the run's smoother settings, its
+    corrected keypoints as measurements of confidence 1 and the ones marked occluded as
+    missing, so that the frames around a fix follow it too; then a corrected keypoint takes
+    the user's position exactly (variance 0) and one marked occluded or absent has none (NaN).
+    """
+    from clamp_track.config import from_dict
+    from clamp_track.pipelines.smoother import smooth_track
+
+    tidy = store.tidy()
+    fixed = tidy["corrected"].to_numpy(bool)
+    if not fixed.any() or not tidy["x_smooth"].notna().any():
+        return tidy  # nothing corrected, or a run without smoothing (e.g. unfinished)
+    settings = (store.meta("config") or {}).get("smoother") or {}
+    cfg = from_dict(SmootherConfig, settings, source=str(store.path))
+    k = store.keypoints.num_keypoints
+    for _, rows in tidy[tidy["track"].isin(tidy.loc[fixed, "track"].unique())].groupby("track"):
+        # rows are in (frame, keypoint) order: the table is sorted by frame, stably
+        t = len(rows) // k
+        xy = rows[["x", "y"]].to_numpy(np.float64).reshape(t, k, 2)
+        conf = rows["confidence"].to_numpy(np.float64).reshape(t, k)
+        smooth, var = smooth_track(rows["time_s"].to_numpy()[::k], xy, conf, cfg)
+        for column, values in (("x_smooth", smooth[..., 0]), ("y_smooth", smooth[..., 1]),
+                               ("variance", var)):
+            tidy.loc[rows.index, column] = values.ravel().astype(tidy[column].dtype)
+    tidy.loc[fixed, "x_smooth"] = tidy.loc[fixed, "x"].astype(tidy["x_smooth"].dtype)
+    tidy.loc[fixed, "y_smooth"] = tidy.loc[fixed, "y"].astype(tidy["y_smooth"].dtype)
+    tidy.loc[fixed, "variance"] = np.where(tidy.loc[fixed, "x"].notna(), 0.0, np.nan).astype(
+        tidy["variance"].dtype)
+    return tidy
 
 
 def _annotated_video(store: ResultStore, tidy, info, path: Path, video) -> Path:

@@ -105,6 +105,45 @@ def test_csv_and_dlc_exports_agree_with_the_store(cows_run):
     assert list(dict.fromkeys(df.columns.get_level_values("bodyparts"))) == list(kps.source_names)
 
 
+def test_exports_carry_the_corrections_in_smoothed_coordinates_too(cows_run, tmp_path):
+    """DLC files are written from the smoothed coordinates, which the run computed before any
+    correction: the export smooths corrected tracks again, and a fix is exact where it was
+    made."""
+    from clamp_track.pipelines.run import export
+
+    summary, _ = cows_run
+    store_file = tmp_path / summary.store.name
+    shutil.copy(summary.store, store_file)
+    with ResultStore.open(store_file) as store:
+        before = store.track(1)
+        frames, times = store.frame_times()
+        x, y = before["smooth"][50, 0, :2] + (40.0, -30.0)
+        store.set_correction(50, 1, 0, float(x), float(y))
+        store.set_correction(50, 1, 3, None, None, visible=False)  # marked occluded
+        paths = export(store, ("csv", "dlc"), tmp_path / "out")
+    dlc = pd.read_hdf(next(p for p in paths if p.suffix == ".h5"))
+    scorer = dlc.columns.get_level_values("scorer")[0]
+    names = list(dict.fromkeys(dlc.columns.get_level_values("bodyparts")))
+    fixed = dlc[scorer]["animal1"][names[0]]
+    assert (fixed.loc[50, "x"], fixed.loc[50, "y"], fixed.loc[50, "likelihood"]) == (
+        pytest.approx(x), pytest.approx(y), 1.0)
+    assert np.isnan(dlc[scorer]["animal1"][names[3]].loc[50, ["x", "y"]]).all()
+
+    # the frames around the fix follow the track smoothed with the fix as a measurement
+    xy, conf = before["raw"][..., :2].copy(), before["raw"][..., 2].copy()
+    xy[50, 0], conf[50, 0] = (x, y), 1.0
+    xy[50, 3], conf[50, 3] = np.nan, 0.0
+    expected, _ = smooth_track(times, xy, conf, SMOOTHER)
+    np.testing.assert_allclose(fixed.loc[[45, 49, 51, 55], "x"], expected[[45, 49, 51, 55], 0, 0],
+                               rtol=1e-5)
+    assert abs(fixed.loc[51, "x"] - before["smooth"][51, 0, 0]) > 1.0  # it moved towards x
+    untouched = dlc[scorer]["animal1"][names[1]]  # keypoints are smoothed independently
+    np.testing.assert_allclose(untouched["x"], before["smooth"][:, 1, 0], rtol=1e-5)
+    table = pd.read_csv(next(p for p in paths if p.name.endswith(".clamp.csv")))
+    row = table[(table.frame == 50) & (table.keypoint == names[0])].iloc[0]
+    assert (row.x_smooth, row.variance, row.corrected) == (pytest.approx(x), 0.0, True)
+
+
 def _one(folder, pattern):
     found = sorted(folder.glob(pattern))
     assert len(found) == 1, (pattern, [p.name for p in folder.iterdir()])
