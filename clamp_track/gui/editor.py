@@ -14,8 +14,14 @@ from PyQt6.QtCore import QObject
 from PyQt6.QtGui import QUndoStack
 
 from clamp_track.gui.state import ReviewState
-from clamp_track.gui.undo import DeleteInstances, MergeTracks, SetKeypoint, SwapTracks
-from clamp_track.pipelines.review import Correction
+from clamp_track.gui.undo import (
+    AddInstance,
+    DeleteInstances,
+    MergeTracks,
+    SetKeypoint,
+    SwapTracks,
+)
+from clamp_track.pipelines.review import Correction, place_instance
 
 
 class Editor(QObject):
@@ -99,6 +105,41 @@ class Editor(QObject):
         if track is not None and self.state.editable:
             self.undo_stack.push(DeleteInstances(self.state, track, f, None,
                                                  f"Delete animal {track} from frame {f}"))
+
+    def add_instance(self, at: tuple[float, float] | None = None,
+                     centre: tuple[float, float] | None = None) -> int | None:
+        """Add an animal the detector missed in this frame (Ctrl+I); returns its track id.
+
+        If the current animal is absent here (a missed detection inside its track), it is
+        added with its shape from the nearest frame where it is present; otherwise a new
+        animal gets the next free id. ``at`` (frame pixels, e.g. where the user right-clicked)
+        centres the new keypoints, else ``centre`` does for a new animal (e.g. the pointer);
+        they are not labels until the user drags them.
+        """
+        s = self.state
+        if s.data is None or not s.editable or s.video_info is None:
+            return None
+        current = s.selection.track
+        if current is not None and s.data.instance(s.frame, current) is None:
+            track, text = current, f"Add animal {current} in frame {s.frame}"
+        else:
+            track = max(s.data.track_ids, default=0) + 1
+            text = f"Add new animal {track} in frame {s.frame}"
+            at = at or centre
+        if not s.store.complete:
+            self.report_error("Add animal", "resume the run first (Run → Run pipeline): when it "
+                              "finishes it re-links the tracks, and an added animal would be "
+                              "dropped as too short a track")
+            return None
+        if not s.store.has_frame(s.frame):
+            self.report_error("Add animal", f"frame {s.frame} was not processed by the run "
+                              "(it is outside --start/--end); animals can be added only to "
+                              "processed frames")
+            return None
+        size = (s.video_info.width, s.video_info.height)
+        xy, box = place_instance(s.data, s.frame, track, at, size)
+        self.undo_stack.push(AddInstance(s, track, xy, box, text))
+        return track
 
     def _partner(self, title: str, candidates: list[int]) -> int | None:
         """The second animal of a swap or merge: the other selected one, else asked for."""

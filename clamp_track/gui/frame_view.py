@@ -114,11 +114,14 @@ class FrameView(QGraphicsView):
         keypointMoved(int, int, float, float): track, keypoint, new x, new y (frame pixels).
         instanceClicked(int, int): track, keypoint (-1 for the box) the user clicked.
         menuRequested(int, int, QPoint): track, keypoint (-1: the box), global position.
+        backgroundMenuRequested(float, float, QPoint): right click off any animal: frame
+            pixels (inside the frame) and global position.
     """
 
     keypointMoved = pyqtSignal(int, int, float, float)
     instanceClicked = pyqtSignal(int, int)
     menuRequested = pyqtSignal(int, int, object)
+    backgroundMenuRequested = pyqtSignal(float, float, object)
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -184,6 +187,16 @@ class FrameView(QGraphicsView):
         w, h = self._frame_size
         return QPointF(min(max(pos.x(), 0.0), max(w - 1e-3, 0.0)),
                        min(max(pos.y(), 0.0), max(h - 1e-3, 0.0)))
+
+    def pointer_or_centre(self) -> tuple[float, float]:
+        """Frame pixels under the mouse pointer if it is over the view, else at its centre."""
+        from PyQt6.QtGui import QCursor
+
+        pointer = self.viewport().mapFromGlobal(QCursor.pos())
+        if not self.viewport().rect().contains(pointer):
+            pointer = self.viewport().rect().center()
+        pos = self.clamp_to_frame(self.mapToScene(pointer))
+        return pos.x(), pos.y()
 
     # ------------------------------------------------------------------ zoom
     def fit(self) -> None:
@@ -322,3 +335,6 @@ class FrameView(QGraphicsView):
         track = self._track_at(event.pos())
         if track is not None:
             self.menuRequested.emit(track, -1, event.globalPos())
+        elif self._frame_size[0]:
+            pos = self.clamp_to_frame(self.mapToScene(event.pos()))
+            self.backgroundMenuRequested.emit(pos.x(), pos.y(), event.globalPos())

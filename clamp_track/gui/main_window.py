@@ -257,6 +257,9 @@ class MainWindow(QMainWindow):
                                   "Ctrl+Delete")
         self.act_swap = a("&Swap two animals from this frame on", ed.swap_tracks, "Ctrl+T")
         self.act_merge = a("&Merge two animals", ed.merge_tracks, "Ctrl+M")
+        self.act_add = a("&Add animal in this frame", lambda: self.add_instance(), "Ctrl+I",
+                         tip="An animal the detector missed: the current one where it is "
+                         "absent, else a new one; then drag its keypoints into place")
         self.act_play = a("&Play / pause", self.toggle_play, "Space")
         self.act_next = a("&Next frame", lambda: self.step(1), "Right")
         self.act_prev = a("&Previous frame", lambda: self.step(-1), "Left")
@@ -295,7 +298,8 @@ class MainWindow(QMainWindow):
                       self.act_export, None, self.act_close, self.act_quit],
             "&Edit": [self.act_undo, self.act_redo, None, self.act_occluded, self.act_reset,
                       None, self.act_delete_instance, self.act_delete_after,
-                      self.act_delete_track, None, self.act_swap, self.act_merge],
+                      self.act_delete_track, None, self.act_swap, self.act_merge, None,
+                      self.act_add],
             "&View": [self.act_smoothed, None, *self.overlay_actions.values(), None,
                       self.act_zoom_in, self.act_zoom_out, self.act_fit],
             "&Go": [self.act_play, self.act_faster, self.act_slower, None, self.act_next,
@@ -335,6 +339,7 @@ class MainWindow(QMainWindow):
         self.view.keypointMoved.connect(self._keypoint_moved)
         self.view.instanceClicked.connect(self._instance_clicked)
         self.view.menuRequested.connect(self._instance_menu)
+        self.view.backgroundMenuRequested.connect(self._background_menu)
         self.timeline.seekRequested.connect(self.state.set_frame)
         self.undo_stack.indexChanged.connect(self._edited)
 
@@ -757,6 +762,23 @@ class MainWindow(QMainWindow):
         menu.addActions([self.act_delete_instance, self.act_delete_after, self.act_delete_track])
         menu.addSeparator()
         menu.addActions([self.act_swap, self.act_merge])
+        menu.exec(position)
+
+    def add_instance(self, at: tuple[float, float] | None = None) -> int | None:
+        """Edit → Add animal (Ctrl+I), or "Add animal here" on a right click at ``at``.
+
+        Without ``at``, :meth:`Editor.add_instance` places it: a new animal goes under the
+        pointer or at the view's centre.
+        """
+        return self.editor.add_instance(at, centre=self.view.pointer_or_centre())
+
+    def _background_menu(self, x: float, y: float, position) -> None:
+        if self.state.store is None:
+            return
+        menu = QMenu(self)
+        add = menu.addAction(self.act_add.text().replace("in this frame", "here"))
+        add.setShortcut(self.act_add.shortcut())
+        add.triggered.connect(lambda: self.add_instance((x, y)))
         menu.exec(position)
 
     def _edited(self) -> None:

@@ -189,6 +189,11 @@ class ReviewState(QObject):
         self._reload([track])
         return snapshot
 
+    def add_instance(self, frame: int, track: int, xy: np.ndarray, box: np.ndarray) -> None:
+        """Add an animal the detector missed (see :meth:`ResultStore.add_instance`)."""
+        self._writable().add_instance(frame, track, box, xy)
+        self._reload([track])
+
     def restore(self, snapshot: Snapshot) -> None:
         """Put deleted instances back."""
         self._writable().restore(snapshot)

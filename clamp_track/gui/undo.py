@@ -106,3 +106,21 @@ class MergeTracks(_Command):
         self.state.unmerge(self.keep, self.other, self.frames)
         self.tracks = (self.keep, self.other)
         self._show()
+
+
+class AddInstance(_Command):
+    """Add an animal the detector missed to the current frame (undo deletes it again)."""
+
+    def __init__(self, state: ReviewState, track: int, xy, box, text: str):
+        super().__init__(state, text, state.frame, (track,))
+        self.track, self.xy, self.box = track, xy, box
+
+    def redo(self) -> None:
+        """Insert the instance."""
+        self.state.add_instance(self.frame, self.track, self.xy, self.box)
+        self._show()
+
+    def undo(self) -> None:
+        """Delete it (with any correction made to it since: those commands were undone)."""
+        self.state.delete_instances(self.track, self.frame, self.frame)
+        self._show()

@@ -234,6 +234,11 @@ class ResultStore:
         """The highest processed frame index, or None before the first commit."""
         return self._db.execute("SELECT MAX(frame) FROM frames").fetchone()[0]
 
+    def has_frame(self, frame: int) -> bool:
+        """Whether the run processed ``frame``."""
+        return self._db.execute("SELECT 1 FROM frames WHERE frame = ?",
+                                (int(frame),)).fetchone() is not None
+
     def frame_times(self) -> tuple[np.ndarray, np.ndarray]:
         """``(frames, times)`` of every processed frame, in order."""
         rows = self._db.execute("SELECT frame, time_s FROM frames ORDER BY frame").fetchall()
@@ -462,6 +467,35 @@ class ResultStore:
                     (track, from_frame, last),
                 )
             self._log("delete", {"track": track, "from_frame": from_frame, "to_frame": to_frame})
+
+    def add_instance(self, frame: int, track: int, box, xy: np.ndarray) -> None:
+        """Add an animal the detector missed, placed by the user in a processed frame.
+
+        It is stored like a prediction with no confidence (box score 0, keypoint confidence 0),
+        so only the keypoints the user then corrects count as labels.
+
+        Args:
+            frame: A frame of the run.
+            track: Its track id (an existing track absent in ``frame``, or a new one).
+            box: ``x1, y1, x2, y2`` in frame pixels.
+            xy: (K, 2) keypoint positions in frame pixels.
+        """
+        xy = np.asarray(xy, np.float32)
+        if xy.shape != (self.keypoints.num_keypoints, 2):
+            raise ValueError(f"expected ({self.keypoints.num_keypoints}, 2) keypoints, "
+                             f"got {xy.shape}")
+        if not self.has_frame(frame):
+            raise InputError(f"{self.path.name}: frame {frame} was not processed by the run")
+        if self._db.execute("SELECT 1 FROM instances WHERE frame = ? AND track = ?",
+                            (frame, track)).fetchone():
+            raise InputError(f"{self.path.name}: animal {track} is already in frame {frame}")
+        raw = np.concatenate([xy, np.zeros((len(xy), 1), np.float32)], axis=1)
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO instances (frame, track, x1, y1, x2, y2, box_score, raw) "
+                "VALUES (?, ?, ?, ?, ?, ?, 0, ?)",
+                (frame, track, *map(float, box), _blob(raw)))
+            self._log("add", {"frame": frame, "track": track})
 
     def snapshot(self, track: int, from_frame: int = 0, to_frame: int | None = None) -> Snapshot:
         """Copy the rows :meth:`delete_track` with the same arguments would delete."""

@@ -278,3 +278,66 @@ class ReviewData:
 def _load_track(store, track: int) -> TrackArrays:
     a = store.track(track)
     return TrackArrays(track, a["frames"], a["boxes"], a["raw"], a["smooth"])
+
+
+# ------------------------------------------------------------------------ adding an animal
+def place_instance(data: ReviewData, frame: int, track: int, at: tuple[float, float] | None,
+                   frame_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Keypoints and box for an animal the detector missed, for the user to adjust.
+
+    The shape is copied from the nearest frame in which the animal (``track``) is present, or,
+    for a new animal, from the instance of any animal nearest in time; with no instance at
+    all, the keypoints lie on an ellipse. Copied positions are kept when the animal's own
+    instance is copied and ``at`` is None (a missed frame between two detections); otherwise
+    the shape is centred on ``at`` (default: the frame's centre). Keypoints marked occluded in
+    the copy go to the shape's centre.
+
+    Args:
+        data: The results.
+        frame: The frame the animal is added to.
+        track: Its track id (existing or new).
+        at: Where the user wants it, frame pixels.
+        frame_size: ``(width, height)``; the result is kept inside.
+
+    Returns:
+        ``(xy, box)``: (K, 2) float32 keypoints and (4,) float32 ``x1, y1, x2, y2``.
+    """
+    width, height = frame_size
+    source = _nearest_instance(data, frame, [track]) if track in data.tracks else None
+    keep_place = source is not None and at is None
+    if source is None:
+        source = _nearest_instance(data, frame, data.track_ids)
+    k = data.keypoints.num_keypoints
+    if source is None:
+        angle = 2 * np.pi * np.arange(k) / max(k, 1)
+        xy = np.stack([np.cos(angle) * width / 8, np.sin(angle) * height / 8], axis=1)
+    else:
+        xy = np.where(source.hidden[:, None] | ~np.isfinite(source.xy), np.nan, source.xy)
+        if not np.isfinite(xy).any():
+            xy = np.zeros((k, 2))
+    centre = np.nanmean(xy, axis=0)
+    xy = np.where(np.isfinite(xy), xy, centre)
+    if not keep_place:
+        xy = xy - centre + np.asarray(at if at is not None else (width / 2, height / 2))
+    xy = np.clip(xy, 0, [width - 1, height - 1]).astype(np.float32)
+    low, high = xy.min(axis=0), xy.max(axis=0)
+    margin = np.maximum(0.1 * (high - low), 10.0)
+    box = np.concatenate([np.maximum(low - margin, 0), np.minimum(high + margin,
+                                                                  [width, height])])
+    return xy, box.astype(np.float32)
+
+
+def _nearest_instance(data: ReviewData, frame: int, tracks: Iterable[int]) -> Instance | None:
+    """The instance of one of ``tracks`` nearest in time to ``frame`` (earlier ones first)."""
+    best, best_key = None, None
+    for track in tracks:
+        frames = data.tracks[track].frames
+        if not len(frames):
+            continue
+        i = int(np.searchsorted(frames, frame))
+        for j in (i - 1, i):  # the nearest before and at-or-after
+            if 0 <= j < len(frames):
+                key = (abs(int(frames[j]) - frame), int(frames[j]) > frame)
+                if best_key is None or key < best_key:
+                    best, best_key = (track, int(frames[j])), key
+    return None if best is None else data.instance(best[1], best[0])

@@ -5,11 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PyQt6.QtCore import QPointF, Qt
+from PyQt6.QtGui import QContextMenuEvent
 from PyQt6.QtTest import QTest
 
 from clamp_track.gui.state import Selection
 from clamp_track.io.store import ResultStore
 from clamp_track.pipelines.qc import Reason, find_suspects
+from clamp_track.pipelines.review import place_instance
 
 pytestmark = pytest.mark.usefixtures("qapp")
 
@@ -178,6 +180,73 @@ def test_merging_animals_seen_together_is_refused_with_a_message(window, results
     assert messages and messages[-1][0] == "error" and "both present in 32 frames" in \
         messages[-1][2]
     assert window.undo_stack.count() == 0
+
+
+def test_add_a_missed_animal_then_drag_its_keypoints(window, results, wait_image, messages):
+    """Ctrl+I fills a frame the detector missed inside the current animal's track (its shape
+    from the frame before); right-click → Add animal here adds a new animal there. Only the
+    keypoints the user drags become labels; undo removes the animal again."""
+    with ResultStore.open(results.store) as store:
+        store.delete_track(1, 10, 10)  # a missed detection
+        before = store.track(1)
+    _open(window, results, wait_image, frame=10)
+    window.state.select([1])
+    assert window.state.data.instance(10, 1) is None
+    _key(window, Qt.Key.Key_I, CTRL)
+    previous = window.state.data.instance(9, 1)
+    with _on_disk(results.store) as disk:
+        added = disk.track(1)
+        assert added["frames"].tolist() == list(range(32)) and disk.corrections() == []
+        np.testing.assert_allclose(added["raw"][10, :, :2], previous.xy, atol=1e-3)
+        assert (added["raw"][10, :, 2] == 0).all()  # not a prediction: no confidence
+    assert window.state.data.instance(10, 1) is not None
+    assert (1, 0) in window.view.keypoint_items  # drawn, draggable
+    window.undo_stack.undo()
+    with _on_disk(results.store) as disk:
+        assert disk.track(1)["frames"].tolist() == before["frames"].tolist()
+    window.undo_stack.redo()
+
+    window.view.fit()
+    window.view.backgroundMenuRequested.disconnect()  # the menu's action, without the menu:
+    window.view.backgroundMenuRequested.connect(lambda x, y, _: window.add_instance((x, y)))
+    corner = QPointF(60.0, 40.0)  # a right click off any animal
+    info = window.state.video_info
+    expected, _ = place_instance(window.state.data, 10, 3, (corner.x(), corner.y()),
+                                 (info.width, info.height))
+    window.view.contextMenuEvent(QContextMenuEvent(
+        QContextMenuEvent.Reason.Mouse, window.view.mapFromScene(corner)))
+    assert max(window.state.data.track_ids) == 3 and window.state.selection.track == 3
+    scale = 1 / window.view.transform().m11()  # the click is rounded to screen pixels
+    np.testing.assert_allclose(window.state.data.instance(10, 3).xy, expected,
+                               atol=scale + 1e-3)
+    item = window.view.keypoint_items[(3, 0)]
+    target = QPointF(item.pos().x() + 25, item.pos().y() + 15)
+    _drag(window.view, item.pos(), target)
+    with _on_disk(results.store) as disk:
+        assert disk.track_ids() == [1, 2, 3] and [c[:3] for c in disk.corrections()] == [
+            (10, 3, 0)]
+    assert messages == []
+    for _ in range(2):
+        window.undo_stack.undo()
+    with _on_disk(results.store) as disk:
+        assert disk.track_ids() == [1, 2] and disk.corrections() == []
+
+
+def test_adding_to_an_unprocessed_frame_or_an_unfinished_run_is_refused(window, results,
+                                                                         wait_image, messages):
+    with ResultStore.open(results.store) as store:
+        store._db.execute("DELETE FROM frames WHERE frame = 5")
+        store._db.commit()
+    _open(window, results, wait_image, frame=5)
+    window.state.select([])
+    assert window.add_instance() is None
+    assert "frame 5 was not processed" in messages[-1][2] and window.undo_stack.count() == 0
+    window.close_session()
+    with ResultStore.open(results.store) as store:
+        store.set_meta(status="running")
+    _open(window, results, wait_image, frame=6)
+    assert window.add_instance() is None
+    assert "resume the run first" in messages[-1][2] and window.undo_stack.count() == 0
 
 
 def test_close_and_reopen_loses_nothing(qtbot, window, results, wait_image, messages):

@@ -130,3 +130,20 @@ def test_snapshot_and_restore_undo_a_delete(store):
     assert store.corrections() == [(3, 2, 0, 1.0, 2.0, 1), (6, 2, 1, 3.0, 4.0, 1)]
     kinds = [r[0] for r in store._db.execute("SELECT kind FROM edits ORDER BY id")]
     assert kinds == ["delete", "restore", "delete", "restore"]
+
+
+def test_add_a_missed_instance(store):
+    xy = np.array([[10, 20], [30, 40], [50, 60], [70, 80]], np.float32)
+    store.add_instance(8, 2, (5, 15, 75, 85), xy)  # track 2 ended at frame 6
+    track = store.track(2)
+    assert track["frames"].tolist() == [0, 1, 2, 3, 4, 5, 6, 8]
+    np.testing.assert_array_equal(track["raw"][-1], np.c_[xy, np.zeros(4)])
+    assert track["boxes"][-1].tolist() == [5, 15, 75, 85]
+    assert store.boxes().query("frame == 8 and track == 2").score.tolist() == [0.0]
+    with pytest.raises(InputError, match="animal 2 is already in frame 8"):
+        store.add_instance(8, 2, (0, 0, 1, 1), xy)
+    with pytest.raises(InputError, match="frame 10 was not processed"):
+        store.add_instance(10, 3, (0, 0, 1, 1), xy)
+    with pytest.raises(ValueError, match=r"\(4, 2\)"):
+        store.add_instance(9, 3, (0, 0, 1, 1), xy[:3])
+    assert store.track_ids() == [1, 2]

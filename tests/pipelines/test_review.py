@@ -12,6 +12,7 @@ from clamp_track.pipelines.review import (
     Correction,
     ReviewData,
     TrackArrays,
+    place_instance,
 )
 from clamp_track.skeleton import from_names
 from clamp_track.types import PosePredictions, VideoInfo
@@ -161,3 +162,40 @@ def test_load_and_reload_from_a_store(tmp_path):
         store.delete_track(1)
         data.reload(store)
         assert data.track_ids == [2]
+
+
+def test_a_missed_animal_is_placed_from_its_nearest_instance(planted):
+    # track 4 is absent at 60: its shape (with corrections) comes from 59, where it stood
+    planted.set_correction(59, 4, 0, Correction(500.0, 320.0))
+    xy, box = place_instance(planted, 60, 4, None, (640, 480))
+    expected = planted.instance(59, 4).xy
+    np.testing.assert_allclose(xy, expected)
+    assert xy[0].tolist() == [500.0, 320.0]
+    np.testing.assert_allclose(box, [*expected.min(0) - 10, *expected.max(0) + 10])
+    # ... or is centred where the user asked
+    xy, _ = place_instance(planted, 60, 4, (200.0, 100.0), (640, 480))
+    np.testing.assert_allclose(xy.mean(0), [200.0, 100.0], atol=1e-4)
+    np.testing.assert_allclose(xy - xy.mean(0), expected - expected.mean(0), atol=1e-4)
+
+
+def test_a_new_animal_copies_the_nearest_instance_of_any_animal(planted):
+    planted.set_correction(29, 3, 3, Correction.hidden())  # goes to the shape's centre
+    for track in (1, 2):
+        del planted.tracks[track]
+    xy, _ = place_instance(planted, 32, 9, (300.0, 200.0), (640, 480))
+    source = planted.instance(29, 3).xy  # 3 frames before vs 3 after (35): earlier wins
+    source[3] = source[:3].mean(0)
+    np.testing.assert_allclose(xy - xy.mean(0), source - source.mean(0), atol=1e-4)
+    xy, _ = place_instance(planted, 34, 9, (300.0, 200.0), (640, 480))  # track 4 at 35
+    shape = planted.instance(35, 4).xy
+    np.testing.assert_allclose(xy - xy.mean(0), shape - shape.mean(0), atol=1e-4)
+
+
+def test_with_no_animal_at_all_the_keypoints_lie_in_the_frame(planted):
+    planted.tracks.clear()
+    xy, box = place_instance(planted, 0, 1, None, (640, 480))
+    np.testing.assert_allclose(xy.mean(0), [320, 240], atol=1e-3)
+    assert len(np.unique(xy, axis=0)) == 4  # distinct, so each can be dragged
+    xy, box = place_instance(planted, 0, 1, (5.0, 470.0), (640, 480))  # near a corner
+    assert (xy >= 0).all() and (xy[:, 0] <= 639).all() and (xy[:, 1] <= 479).all()
+    assert (box >= 0).all() and box[2] <= 640 and box[3] <= 480
