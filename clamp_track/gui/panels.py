@@ -131,6 +131,7 @@ class KeypointModel(_RowsModel):
         """A keypoint's cells."""
         inst = self.instance
         status = ("occluded" if inst.hidden[k] else "corrected" if inst.corrected[k]
+                  else "placed: drag to label" if inst.confidence[k] == 0  # an added animal
                   else "predicted")
         if role == Qt.ItemDataRole.DecorationRole and column == 0:
             if inst.hidden[k]:
