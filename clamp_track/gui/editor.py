@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 from PyQt6.QtCore import QObject
 from PyQt6.QtGui import QUndoStack
 
@@ -19,6 +20,7 @@ from clamp_track.gui.undo import (
     DeleteInstances,
     MergeTracks,
     SetKeypoint,
+    SetKeypoints,
     SwapTracks,
 )
 from clamp_track.pipelines.review import Correction, place_instance
@@ -83,6 +85,28 @@ class Editor(QObject):
         name = self.state.data.keypoints.names[k]
         self.undo_stack.push(SetKeypoint(self.state, self.state.frame, track, k, None,
                                          f"Reset {name} of animal {track}"))
+
+    def accept_instance(self) -> None:
+        """Take the current animal's keypoints in this frame, as shown, as labels (A).
+
+        For predictions that are right already: every keypoint that is not corrected or
+        marked occluded yet becomes a correction at its shown (raw or smoothed) position, so
+        the whole animal is training data, not only the keypoints that were dragged.
+        """
+        s = self.state
+        track = s.selection.track
+        if track is None or not s.editable:
+            return
+        inst = s.data.instance(s.frame, track, s.coordinates)
+        if inst is None:
+            return
+        todo = {k: Correction(float(inst.xy[k, 0]), float(inst.xy[k, 1]))
+                for k in range(len(inst.xy))
+                if not inst.corrected[k] and np.isfinite(inst.xy[k]).all()}
+        if todo:
+            self.undo_stack.push(SetKeypoints(s, s.frame, track, todo,
+                                              f"Accept {len(todo)} keypoints of animal "
+                                              f"{track} as labels"))
 
     def delete_instance(self) -> None:
         """Delete the current animal in this frame only (Delete)."""

@@ -250,6 +250,9 @@ class MainWindow(QMainWindow):
         ed = self.editor
         self.act_occluded = a("Mark keypoint &occluded / visible", ed.toggle_occluded, "O")
         self.act_reset = a("&Reset keypoint to prediction", ed.reset_keypoint, "R")
+        self.act_accept = a("&Accept animal's keypoints as labels", ed.accept_instance, "A",
+                            tip="Every keypoint of the current animal in this frame, where "
+                            "it is shown, becomes a label for fine-tuning")
         self.act_delete_instance = a("Delete animal in this &frame", ed.delete_instance,
                                      "Delete")
         self.act_delete_track = a("Delete whole &track", ed.delete_track, "Shift+Delete")
@@ -297,7 +300,7 @@ class MainWindow(QMainWindow):
             "&File": [self.act_open_video, self.act_open_store, self.act_locate, None,
                       self.act_export, None, self.act_close, self.act_quit],
             "&Edit": [self.act_undo, self.act_redo, None, self.act_occluded, self.act_reset,
-                      None, self.act_delete_instance, self.act_delete_after,
+                      self.act_accept, None, self.act_delete_instance, self.act_delete_after,
                       self.act_delete_track, None, self.act_swap, self.act_merge, None,
                       self.act_add],
             "&View": [self.act_smoothed, None, *self.overlay_actions.values(), None,
@@ -759,6 +762,8 @@ class MainWindow(QMainWindow):
         if keypoint >= 0:
             menu.addActions([self.act_occluded, self.act_reset])
             menu.addSeparator()
+        menu.addAction(self.act_accept)
+        menu.addSeparator()
         menu.addActions([self.act_delete_instance, self.act_delete_after, self.act_delete_track])
         menu.addSeparator()
         menu.addActions([self.act_swap, self.act_merge])

@@ -181,6 +181,15 @@ class ReviewState(QObject):
         self.data.set_correction(frame, track, keypoint, correction)
         self._changed({track}, boxes=False)
 
+    def write_corrections(self, frame: int, track: int,
+                          corrections: dict[int, Correction | None]) -> None:
+        """Store several keypoints' corrections of one animal at once (one transaction)."""
+        self._writable().set_corrections(frame, track, {
+            k: None if c is None else (c.x, c.y, c.visible) for k, c in corrections.items()})
+        for k, c in corrections.items():
+            self.data.set_correction(frame, track, k, c)
+        self._changed({track}, boxes=False)
+
     def delete_instances(self, track: int, first: int, last: int | None) -> Snapshot:
         """Delete a track's instances in ``[first, last]`` and return what was deleted."""
         store = self._writable()

@@ -49,6 +49,26 @@ class SetKeypoint(_Command):
         self._show(self.keypoint)
 
 
+class SetKeypoints(_Command):
+    """Set several keypoints of one animal at once, e.g. accept its predictions as labels."""
+
+    def __init__(self, state: ReviewState, frame: int, track: int,
+                 corrections: dict[int, Correction | None], text: str):
+        super().__init__(state, text, frame, (track,))
+        self.track, self.new = track, dict(corrections)
+        self.old = {k: state.data.correction(frame, track, k) for k in corrections}
+
+    def redo(self) -> None:
+        """Write the new corrections."""
+        self.state.write_corrections(self.frame, self.track, self.new)
+        self._show()
+
+    def undo(self) -> None:
+        """Put the previous ones (or none) back."""
+        self.state.write_corrections(self.frame, self.track, self.old)
+        self._show()
+
+
 class DeleteInstances(_Command):
     """Delete a track's instances in ``[first, last]`` (``last=None``: to its end)."""
 

@@ -405,6 +405,26 @@ class ResultStore:
                 (frame, track, keypoint, x, y, int(visible), time.time()),
             )
 
+    def set_corrections(self, frame: int, track: int, positions: dict) -> None:
+        """Several keypoints of one instance in one transaction.
+
+        Args:
+            frame: The frame.
+            track: The track.
+            positions: keypoint -> ``(x, y, visible)``, or None to remove its correction.
+        """
+        now = time.time()
+        with self._transaction():
+            for keypoint, value in positions.items():
+                if value is None:
+                    self._db.execute("DELETE FROM corrections WHERE frame = ? AND track = ? AND "
+                                     "keypoint = ?", (frame, track, keypoint))
+                else:
+                    x, y, visible = value
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO corrections VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (frame, track, keypoint, x, y, int(visible), now))
+
     def clear_correction(self, frame: int, track: int, keypoint: int) -> None:
         """Remove a correction (back to the prediction)."""
         with self._transaction():

@@ -236,6 +236,30 @@ def test_add_a_missed_animal_then_drag_its_keypoints(window, results, wait_image
         assert disk.track_ids() == [1, 2] and disk.corrections() == []
 
 
+def test_accept_an_animals_keypoints_as_labels_in_one_undo_step(window, results, wait_image):
+    from clamp_track.pipelines.review import Coordinates
+
+    _open(window, results, wait_image, frame=12)
+    window.state.select([1], 0)
+    window.editor.move_keypoint(1, 0, 30.0, 40.0)
+    window.state.select([1], 3)
+    _key(window, Qt.Key.Key_O)  # occluded
+    window.state.set_coordinates(Coordinates.SMOOTHED)  # accept what is shown
+    shown = window.state.data.instance(12, 1, Coordinates.SMOOTHED).xy.copy()
+    _key(window, Qt.Key.Key_A)
+    k = window.state.data.keypoints.num_keypoints
+    with _on_disk(results.store) as disk:
+        rows = {c[2]: c[3:] for c in disk.corrections(12)}
+    assert sorted(rows) == list(range(k))
+    assert rows[0] == (30.0, 40.0, 1) and rows[3] == (None, None, 0)  # kept as they were
+    for kp in set(range(k)) - {0, 3}:
+        assert rows[kp] == (pytest.approx(shown[kp, 0]), pytest.approx(shown[kp, 1]), 1)
+    assert f"Accept {k - 2} keypoints" in window.undo_stack.undoText()
+    _key(window, Qt.Key.Key_Z, CTRL)  # one step
+    with _on_disk(results.store) as disk:
+        assert [c[2] for c in disk.corrections(12)] == [0, 3]
+
+
 def test_adding_to_an_unprocessed_frame_or_an_unfinished_run_is_refused(window, results,
                                                                          wait_image, messages):
     with ResultStore.open(results.store) as store:
