@@ -60,6 +60,9 @@ def add_parser(sub) -> None:
                      help="which animal gets a label: the track named animal<N> (track), the "
                      "nearest prediction (nearest), or track unless the source is another "
                      "store (auto)")
+    imp.add_argument("--add-missing", action="store_true",
+                     help="add a label that matches no detected animal as an animal of its own "
+                     "(default: skip it)")
     imp.set_defaults(func=run_import)
 
 
@@ -105,9 +108,11 @@ def run_import(args: argparse.Namespace) -> int:
         labels = read_labels(args.source, images=args.images)
         match = "track" if match == "auto" else match
     with ResultStore.open(args.store) as store:
-        done, skipped = import_into_store(labels, store, match=match)
+        done, skipped = import_into_store(labels, store, match=match,
+                                          add_missing=args.add_missing)
     print(f"{args.store}: {done} labelled animals imported as corrections"
-          + (f", {skipped} skipped (no prediction in that frame)" if skipped else ""))
+          + (f", {skipped} skipped (frame not processed or no matching animal; "
+             "--add-missing adds them)" if skipped else ""))
     return 0
 
 

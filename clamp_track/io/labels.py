@@ -532,37 +532,53 @@ def track_of(individual: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def import_into_store(labels: Labels, store, *, match: str = "track") -> tuple[int, int]:
+def import_into_store(labels: Labels, store, *, match: str = "track",
+                      add_missing: bool = False) -> tuple[int, int]:
     """Write labels of a store's video into it as corrections.
 
-    Each label's frame (its ``frame``, or the number in its image name) must have predictions.
-    With ``match="track"`` a label goes to the track named by its individual (``animal<track>``,
-    as exported) when that track is in the frame; otherwise, and always with
-    ``match="nearest"`` (labels from another run, whose track ids mean other animals), to the
-    instance whose predicted keypoints are nearest (mean distance over the labelled keypoints,
-    each instance used once). Labelled keypoints become corrections; unlabelled ones are left
-    alone.
+    Each label's frame (its ``frame``, or the number in its image name) must have been
+    processed. With ``match="track"`` a label goes to the track named by its individual
+    (``animal<track>``, as exported) when that track is in the frame; otherwise, and always
+    with ``match="nearest"`` (labels from another run, whose track ids mean other animals), to
+    the instance whose predicted keypoints are nearest (mean distance over the labelled
+    keypoints, each instance used once) among those whose box (grown by a quarter of its size
+    on each side) holds at least half of the labelled keypoints: a label never lands on
+    another animal because its own was not detected. Labelled keypoints become corrections;
+    unlabelled ones are left alone.
 
     Args:
         labels: Labels in the store's keypoint set (or mappable onto it by name).
         store: A writable :class:`~clamp_track.io.store.ResultStore`.
         match: ``"track"`` or ``"nearest"``.
+        add_missing: Add a label that matches no instance as an animal of its own (as the
+            review GUI's Add animal does; one new track per individual), instead of skipping
+            it. For carrying corrections over to a new run of the same video, where the user
+            may have added animals the detector missed.
 
     Returns:
-        ``(imported, skipped)`` label counts (skipped: no such frame or no instance left).
+        ``(imported, skipped)`` label counts (skipped: frame not processed, or no instance
+        left and not ``add_missing``).
     """
     labels = remap(labels, store.keypoints)
     imported = skipped = 0
     by_frame: dict[int, list[Label]] = defaultdict(list)
     for item in labels.labelled_items():
         frame = item.frame if item.frame is not None else frame_from_name(item.image_name)
-        if frame is None:
+        if frame is None or not store.has_frame(frame):
             skipped += 1
         else:
             by_frame[frame].append(item)
+    new_tracks: dict[str, int] = {}  # individual -> the track added for it
+    next_track = max(store.track_ids(), default=0) + 1
     for frame, items in sorted(by_frame.items()):
         inst = store.frame_instances(frame)
         for item, track in _assign(items, inst, by_name=match == "track"):
+            if track is None and add_missing:
+                track = new_tracks.get(item.individual)
+                if track is None or track in inst["tracks"]:
+                    track = new_tracks[item.individual] = next_track
+                    next_track += 1
+                _add_labelled(store, frame, track, item)
             if track is None:
                 skipped += 1
                 continue
@@ -571,6 +587,24 @@ def import_into_store(labels: Labels, store, *, match: str = "track") -> tuple[i
                 store.set_correction(frame, track, int(k), float(x), float(y), True)
             imported += 1
     return imported, skipped
+
+
+def _add_labelled(store, frame: int, track: int, item: Label) -> None:
+    """Add ``item`` to ``frame`` as a new instance (unlabelled keypoints at its centre)."""
+    xy = item.keypoints[:, :2].astype(np.float64)
+    done = item.labelled & np.isfinite(xy).all(axis=1)
+    xy = np.where(done[:, None], xy, xy[done].mean(axis=0))
+    low, high = xy[done].min(axis=0), xy[done].max(axis=0)
+    margin = np.maximum(0.1 * (high - low), 10.0)
+    store.add_instance(frame, track, (*(low - margin), *(high + margin)), xy)
+
+
+def _inside(points: np.ndarray, box: np.ndarray, grow: float = 0.25) -> np.ndarray:
+    """Which of (N, 2) ``points`` lie in ``box`` grown by ``grow`` of its size on each side."""
+    x1, y1, x2, y2 = box
+    dx, dy = grow * (x2 - x1), grow * (y2 - y1)
+    return ((points[:, 0] >= x1 - dx) & (points[:, 0] <= x2 + dx)
+            & (points[:, 1] >= y1 - dy) & (points[:, 1] <= y2 + dy))
 
 
 def _assign(items: list[Label], inst: dict, by_name: bool) -> list[tuple[Label, int | None]]:
@@ -583,12 +617,12 @@ def _assign(items: list[Label], inst: dict, by_name: bool) -> list[tuple[Label, 
             free.discard(named)
             out.append((item, named))
             continue
+        points = item.keypoints[item.labelled, :2]
         best, best_d = None, np.inf
         for i, t in enumerate(tracks):
-            if t not in free:
+            if t not in free or _inside(points, inst["boxes"][i]).mean() < 0.5:
                 continue
-            d = np.nanmean(np.linalg.norm(inst["raw"][i, item.labelled, :2]
-                                          - item.keypoints[item.labelled, :2], axis=1))
+            d = np.nanmean(np.linalg.norm(inst["raw"][i, item.labelled, :2] - points, axis=1))
             if d < best_d:
                 best, best_d = t, d
         if best is not None:

@@ -647,7 +647,7 @@ def rerun(store: str | os.PathLike, weights: str | os.PathLike,
                          "holds your corrections")
     summary = run_video(video, cfg, out, overwrite=True, progress=progress)
     with ResultStore.open(summary.store) as new:
-        imported, skipped = import_into_store(labels, new, match="nearest")
+        imported, skipped = import_into_store(labels, new, match="nearest", add_missing=True)
     log.info("carried %d corrected animals over to %s (%d without a match)", imported,
              summary.store, skipped)
     return summary

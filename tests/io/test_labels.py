@@ -243,6 +243,33 @@ def test_store_export_writes_frames_and_imports_back(store, tmp_path):
         assert other.corrections() == store.corrections()
 
 
+def test_a_label_never_lands_on_another_animal_and_can_be_added(store):
+    def label(frame, individual, centre):
+        xy = np.full((17, 3), np.nan)
+        xy[:5, :2] = np.asarray(centre) + np.arange(10).reshape(5, 2)
+        xy[:5, 2] = 2
+        return Label(f"img{frame:03d}.png", "cows", f"img{frame:03d}.png", xy,
+                     individual=individual, frame=frame)
+
+    def labels(*items):
+        return Labels(AP10K, list(items), individuals=("animal7", "animal8"))
+
+    far = [label(4, "animal7", (700, 420)), label(5, "animal7", (705, 421))]
+    near = label(4, "animal8", (400, 200))  # inside animal 2's box only
+    assert import_into_store(labels(*far, near), store, match="nearest") == (1, 2)
+    assert [c[:3] for c in store.corrections()] == [(4, 2, k) for k in range(5)]
+    store._db.execute("DELETE FROM corrections")
+    assert import_into_store(labels(*far, near), store, match="nearest",
+                             add_missing=True) == (3, 0)
+    assert store.track_ids() == [1, 2, 3]  # one new animal for both frames of animal7
+    added = store.track(3)
+    assert added["frames"].tolist() == [4, 5] and (added["raw"][:, :, 2] == 0).all()
+    np.testing.assert_array_equal(added["raw"][0, :5, :2], far[0].keypoints[:5, :2])
+    assert store.correction(5, 3, 4) == (713.0, 430.0, True)
+    assert import_into_store(labels(label(20, "animal7", (1, 1))), store,
+                             add_missing=True) == (0, 1)  # frame 20 was not processed
+
+
 def test_missing_or_wrong_video_is_a_clear_error(store, shared_data, tmp_path):
     store.set_correction(3, 2, 0, 401.5, 222.25)
     video = tmp_path / "cows.mp4"

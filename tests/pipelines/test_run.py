@@ -279,11 +279,16 @@ def test_rerun_with_new_weights_carries_the_corrections_over(cows, cows_run, tmp
     with ResultStore.open(first) as store:
         store.set_correction(5, 1, 2, 300.0, 200.0)
         store.set_correction(40, 1, 7, 350.0, 250.0)
+        # an animal the detector missed, added and labelled by hand (far from the cow)
+        store.add_instance(6, 2, (780, 400, 850, 470), np.full((17, 2), 800.0))
+        store.set_correction(6, 2, 0, 810.0, 420.0)
     weights = save_checkpoint(create_model("clamp_tiny_rn50"), tmp_path / "tuned.pt")
     new = rerun(first, weights, tmp_path / "second", video=cows[0])
     assert new.store.parent == tmp_path / "second" and new.frames == 104
     with ResultStore.open(new.store, readonly=True) as store:
-        assert store.corrections() == [(5, 1, 2, 300.0, 200.0, 1), (40, 1, 7, 350.0, 250.0, 1)]
+        assert store.corrections() == [(5, 1, 2, 300.0, 200.0, 1), (6, 2, 0, 810.0, 420.0, 1),
+                                       (40, 1, 7, 350.0, 250.0, 1)]
+        assert store.track(2)["frames"].tolist() == [6]  # added again, not put on the cow
         assert store.meta("config")["pose_weights"] == str(weights)
     with pytest.raises(InputError, match="choose another folder"):
         rerun(first, weights, first.parent)
