@@ -18,6 +18,8 @@ from clamp_track.errors import ClampTrackError
 #: Sub-command modules, in the order ``--help`` lists them.
 COMMANDS = ("run", "batch", "review", "export", "finetune", "labels", "train", "eval",
             "weights")
+#: The ones that run a model in this process, for :func:`clamp_track.runtime.tune_allocator`.
+COMPUTE_COMMANDS = ("run", "batch", "finetune", "train", "eval")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +47,10 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    if args.command in COMPUTE_COMMANDS:
+        from clamp_track.runtime import tune_allocator
+
+        tune_allocator()
     try:
         return int(args.func(args) or 0)
     except ClampTrackError as exc:

@@ -28,3 +28,15 @@ def test_user_errors_are_one_line_without_traceback(tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "nope.pth: weights file not found" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_only_the_compute_commands_tune_the_allocator(monkeypatch, tmp_path, capsys):
+    import clamp_track.runtime
+    from clamp_track.cli import main
+
+    calls = []
+    monkeypatch.setattr(clamp_track.runtime, "tune_allocator", lambda: calls.append(1))
+    assert main(["weights", "convert", str(tmp_path / "nope.pth"), "-o",
+                 str(tmp_path / "x.pt")]) == 2 and calls == []
+    assert main(["run", str(tmp_path / "nope.mp4"), "--pose-weights", "none"]) == 2
+    assert calls == [1] and "nope.mp4" in capsys.readouterr().err

@@ -385,11 +385,17 @@ def _interrupted(task: VideoTask, seconds: float = 0.0) -> VideoResult:
 
 
 def setup_worker(setup: WorkerSetup, slot: int) -> None:
-    """Apply ``setup`` in this worker (once per thread): torch threads, and its GPU."""
+    """Apply ``setup`` in this worker (once per thread): torch threads, its GPU, allocator.
+
+    The allocator tuning is :func:`clamp_track.runtime.tune_allocator`.
+    """
     if getattr(_local, "setup", None) == (setup, slot):
         return
     import torch
 
+    from clamp_track.runtime import tune_allocator
+
+    tune_allocator()
     if setup.threads:
         torch.set_num_threads(setup.threads)
     if setup.gpus:
