@@ -14,7 +14,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("store", help="the <video>.clamp.sqlite file")
     p.add_argument("--format", default="csv,dlc",
-                   help="comma list of csv, dlc, video, plot (default csv,dlc)")
+                   help="comma list of csv, dlc, sleap, video, plot (default csv,dlc)")
     p.add_argument("-o", "--out-dir", help="output folder (default: beside the store)")
     p.add_argument("--video", help="the video, if it moved since the run (for --format video)")
     p.add_argument("--dlc-net-type", default="resnet_50",
@@ -27,12 +27,13 @@ def main(args: argparse.Namespace) -> int:
     """Export and list the written files."""
     from clamp_track.errors import InputError
     from clamp_track.io.store import ResultStore
-    from clamp_track.pipelines.run import export
+    from clamp_track.pipelines.run import EXPORT_FORMATS, export
 
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
-    unknown = set(formats) - {"csv", "dlc", "video", "plot"}
+    unknown = set(formats) - set(EXPORT_FORMATS)
     if unknown:
-        raise InputError(f"unknown export format(s) {sorted(unknown)}; use csv, dlc, video, plot")
+        raise InputError(f"unknown export format(s) {sorted(unknown)}; use "
+                         f"{', '.join(EXPORT_FORMATS)}")
     net = None if str(args.dlc_net_type).lower() == "none" else args.dlc_net_type
     with ResultStore.open(args.store, readonly=True) as store:
         if not store.complete:

@@ -34,6 +34,7 @@ POSE_MODELS = ("clamp_rn50", "clamp_vitb16")
 DETECTORS = ("torchvision", "motion", "file", "mmdet")
 EXPORT_FORMATS = (("csv", "Tidy CSV (one row per frame, animal and keypoint)"),
                   ("dlc", "DeepLabCut .h5 / .csv"),
+                  ("sleap", "SLEAP .slp (opens in SLEAP) and analysis .h5"),
                   ("video", "Annotated video (.mp4)"),
                   ("plot", "Trajectory and confidence plots (PNG)"))
 

@@ -35,6 +35,11 @@ from clamp_track.types import Detections, Frame, PosePredictions
 log = logging.getLogger(__name__)
 
 
+#: What :func:`export` writes: tidy CSV, DeepLabCut files, SLEAP files (``sleap`` extra),
+#: annotated video, per-track plots.
+EXPORT_FORMATS = ("csv", "dlc", "sleap", "video", "plot")
+
+
 @dataclass(frozen=True)
 class DetectConfig:
     """Which detector runs, and how often.
@@ -124,9 +129,10 @@ class RunConfig:
     exports: tuple[str, ...] = ("csv", "dlc")
 
     def __post_init__(self):
-        unknown = set(self.exports) - {"csv", "dlc", "video", "plot"}
+        unknown = set(self.exports) - set(EXPORT_FORMATS)
         if unknown:
-            raise ValueError(f"unknown export formats {sorted(unknown)}; use csv, dlc, video, plot")
+            raise ValueError(f"unknown export formats {sorted(unknown)}; use "
+                             f"{', '.join(EXPORT_FORMATS)}")
         if self.chunk < 1:
             raise ValueError(f"chunk must be >= 1, got {self.chunk}")
 
@@ -528,7 +534,8 @@ def export(store: ResultStore, formats, out_dir: str | os.PathLike | None = None
     Args:
         store: A complete result store.
         formats: Any of ``csv`` (tidy table), ``dlc`` (DeepLabCut ``.h5``/``.csv``/meta),
-            ``video`` (annotated video), ``plot`` (per-track PNGs).
+            ``sleap`` (SLEAP ``.slp`` and analysis ``.h5``), ``video`` (annotated video),
+            ``plot`` (per-track PNGs).
         out_dir: Destination folder (default: the store's folder).
         video: The video, if it moved since the run (for ``video``).
         dlc_net_type: DeepLabCut net type named in the scorer. DeepLabCut derives scorers
@@ -553,6 +560,10 @@ def export(store: ResultStore, formats, out_dir: str | os.PathLike | None = None
     if "dlc" in formats:
         dlc = writers.write_dlc(tidy, out, info)
         paths += [p for p in (dlc.h5, dlc.csv, dlc.meta) if p]
+    if "sleap" in formats:
+        from clamp_track.io.sleap_export import write_sleap
+
+        paths += write_sleap(tidy, out, info, store.boxes())
     if "plot" in formats:
         paths += writers.write_track_plots(tidy, out, info)
     if "video" in formats:

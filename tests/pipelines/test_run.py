@@ -144,6 +144,43 @@ def test_exports_carry_the_corrections_in_smoothed_coordinates_too(cows_run, tmp
     assert (row.x_smooth, row.variance, row.corrected) == (pytest.approx(x), 0.0, True)
 
 
+def test_sleap_files_open_in_sleap_io_and_agree_with_the_dlc_export(cows_run, tmp_path):
+    import sleap_io as sio
+
+    from clamp_track.pipelines.run import export
+
+    summary, _ = cows_run
+    store_file = tmp_path / summary.store.name
+    shutil.copy(summary.store, store_file)
+    with ResultStore.open(store_file) as store:
+        store.set_correction(50, 1, 0, 123.5, 234.5)
+        store.set_correction(50, 1, 3, None, None, visible=False)
+        names = store.keypoints.source_names
+        paths = export(store, ("dlc", "sleap"), tmp_path / "out")
+    dlc = pd.read_hdf(next(p for p in paths if p.suffix == ".h5" and "DLC" in p.name))
+    dlc = dlc[dlc.columns.get_level_values("scorer")[0]]["animal1"]
+    labels = sio.load_slp(str(next(p for p in paths if p.suffix == ".slp")))
+    assert len(labels) == 104 and [t.name for t in labels.tracks] == ["animal1"]
+    assert labels.skeleton.node_names == list(names) and len(labels.skeleton.edges) > 0
+    assert labels.video.filename.endswith("cows.mp4")
+    frame = labels[50]
+    predicted = [i for i in frame.instances if isinstance(i, sio.PredictedInstance)]
+    user = [i for i in frame.instances if not isinstance(i, sio.PredictedInstance)]
+    assert len(predicted) == 1 and len(user) == 1 and user[0].track.name == "animal1"
+    xy = predicted[0].numpy()
+    for k in (0, 1, 5):
+        np.testing.assert_allclose(xy[k], dlc[names[k]].loc[50, ["x", "y"]], rtol=1e-6)
+    np.testing.assert_allclose(predicted[0].numpy(scores=True)[1, 2],
+                               dlc[names[1]].loc[50, "likelihood"], rtol=1e-6)
+    user_xy = user[0].numpy()
+    assert user_xy[0].tolist() == [123.5, 234.5] and np.isnan(user_xy[1:]).all()
+    assert len(labels.user_labeled_frames) == 1  # one labelled frame, as SLEAP counts them
+    analysis = sio.load_analysis_h5(str(next(p for p in paths if p.name.endswith(
+        ".analysis.h5"))))
+    np.testing.assert_allclose(analysis[10].instances[0].numpy()[2],
+                               dlc[names[2]].loc[10, ["x", "y"]], rtol=1e-6)
+
+
 def _one(folder, pattern):
     found = sorted(folder.glob(pattern))
     assert len(found) == 1, (pattern, [p.name for p in folder.iterdir()])
@@ -186,11 +223,18 @@ def test_zero_animals_gives_empty_but_valid_outputs(cows, models, tmp_path):
     video, _ = cows
     empty = tmp_path / "none.txt"
     empty.write_text("")
-    summary = run_video(video, _cfg(empty, end=16), tmp_path, models=models)
+    summary = run_video(video, _cfg(empty, end=16, exports=("csv", "dlc", "sleap")), tmp_path,
+                        models=models)
     assert summary.tracks == 0 and summary.frames == 16
     df = pd.read_hdf(_one(tmp_path, "*_el.h5"))
     assert len(df) == 104 and df.isna().all().all()  # one row per video frame, all empty
     assert len(pd.read_csv(_one(tmp_path, "*.clamp.csv"))) == 0
+    import h5py
+    import sleap_io as sio
+
+    assert len(sio.load_slp(str(_one(tmp_path, "*.clamp.slp")))) == 0
+    with h5py.File(_one(tmp_path, "*.analysis.h5")) as f:
+        assert f["tracks"].shape == (0, 2, 17, 104) and len(f["node_names"]) == 17
 
 
 def test_bad_inputs_fail_with_clear_messages_and_leave_nothing(cows, models, tmp_path):
