@@ -40,3 +40,16 @@ def test_only_the_compute_commands_tune_the_allocator(monkeypatch, tmp_path, cap
                  str(tmp_path / "x.pt")]) == 2 and calls == []
     assert main(["run", str(tmp_path / "nope.mp4"), "--pose-weights", "none"]) == 2
     assert calls == [1] and "nope.mp4" in capsys.readouterr().err
+
+
+def test_doctor_checks_by_doing_and_fails_on_a_broken_device(capsys):
+    from clamp_track.cli import main
+
+    assert main(["doctor", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "ok  pose on cpu" in out and "crops/s" in out
+    assert "ok  video" in out and "frame-exact" in out
+    assert "ok  PyQt6" in out and "ok  sleap_io" in out  # the dev install has the extras
+    assert main(["doctor", "--device", "cpu", "--device", "no-such-device"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  pose on no-such-device" in out and "ok  pose on cpu" in out
