@@ -245,10 +245,16 @@ def humanize(name: str) -> str:
     Only unambiguous abbreviations are expanded; CamelCase and snake_case become words.
     """
     words = re.sub(r"([a-z])([A-Z])", r"\1 \2", str(name))
+    words = re.sub(r"\b([LRlr])(\d+)\b", r"\1 \2", words)  # a side with a number: "R4"
     words = re.sub(r"[_\-.]+", " ", words).strip().lower().split()
     expand = {"l": "left", "r": "right", "f": "front", "b": "back"}
     if words and words[0] in ("l", "r"):
         words = [expand.get(w, w) if len(w) == 1 else w for w in words]
+    else:  # a side letter after the part, as SLEAP skeletons write it: "wingL", "legR4"
+        named = [i for i, w in enumerate(words) if not w.isdigit()]
+        if len(named) > 1 and words[named[-1]] in ("l", "r"):
+            side = expand[words.pop(named[-1])]
+            words = [side, *words]
     return " ".join(words)
 
 

@@ -61,6 +61,8 @@ def test_user_sets_from_names_and_files(tmp_path):
     assert mouse.names == ("snout", "leftear", "rightear", "tailbase")
     assert mouse.skeleton == ((0, 1), (0, 3)) and mouse.flip_pairs == ((1, 2),)
     assert humanize("L_F_Paw") == "left front paw" and humanize("tailBase") == "tail base"
+    assert humanize("wingL") == "left wing" and humanize("forelegR4") == "right foreleg 4"
+    assert humanize("eye_l") == "left eye" and humanize("paw1") == "paw1"
 
     f = tmp_path / "bird.yaml"
     f.write_text("names: [beak, left wing tip, right wing tip]\n"

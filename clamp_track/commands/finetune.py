@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
     )
     parser.add_argument("sources", nargs="+", metavar="SOURCE",
                         help="result store (*.clamp.sqlite), DeepLabCut labeled-data folder or "
-                        "CollectedData file, or COCO keypoint .json")
+                        "CollectedData file, COCO keypoint .json, or SLEAP .slp")
     parser.add_argument("--from", dest="weights", metavar="WEIGHTS",
                         help="start weights: checkpoint, cached weights name, or a model name "
                         "(default: the weights the store was made with)")

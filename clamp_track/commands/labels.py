@@ -41,9 +41,9 @@ def add_parser(sub) -> None:
                         help="a store's video if it moved (file or folder); repeatable")
     export.set_defaults(func=run_export)
 
-    convert = actions.add_parser("convert", help="DeepLabCut labelled data <-> COCO")
-    convert.add_argument("source", help="labeled-data/<video> folder, CollectedData file, or "
-                         "COCO .json")
+    convert = actions.add_parser("convert", help="DeepLabCut / SLEAP labelled data -> DLC, COCO")
+    convert.add_argument("source", help="labeled-data/<video> folder, CollectedData file, "
+                         "COCO .json, or SLEAP .slp")
     convert.add_argument("--to", required=True, choices=("dlc", "coco"))
     convert.add_argument("-o", "--output", required=True, metavar="DIR")
     convert.add_argument("--images", metavar="DIR", help="image folder of a COCO source")
@@ -53,7 +53,8 @@ def add_parser(sub) -> None:
 
     imp = actions.add_parser("import", help="labels of a store's video -> its corrections")
     imp.add_argument("source", help="labeled-data/<video> folder, CollectedData file, COCO "
-                     ".json, or another result store of the same video (e.g. before a re-run)")
+                     ".json, SLEAP .slp, or another result store of the same video (e.g. "
+                     "before a re-run)")
     imp.add_argument("--store", required=True, help="the result store of the same video")
     imp.add_argument("--images", metavar="DIR", help="image folder of a COCO source")
     imp.add_argument("--match", choices=("auto", "track", "nearest"), default="auto",

@@ -719,11 +719,11 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
 
 def read_labels(path: str | os.PathLike, *, images: str | os.PathLike | None = None,
                 keypoints=None) -> Labels:
-    """Read a DeepLabCut labelled-data folder/file or a COCO keypoint JSON file.
+    """Read a DeepLabCut labelled-data folder/file, a COCO keypoint JSON or a SLEAP file.
 
     Args:
-        path: A ``labeled-data/<video>`` folder, a ``CollectedData_*.h5``/``.csv`` file, or a
-            COCO ``.json`` file.
+        path: A ``labeled-data/<video>`` folder, a ``CollectedData_*.h5``/``.csv`` file, a
+            COCO ``.json`` file, or a SLEAP ``.slp`` file (its user-labelled instances).
         images: For COCO: the folder the ``file_name`` are relative to (default: an
             ``images`` folder beside the file, else the file's folder).
         keypoints: Keypoint set to map the labels onto by name (default: the file's).
@@ -736,6 +736,11 @@ def read_labels(path: str | os.PathLike, *, images: str | os.PathLike | None = N
         from clamp_track.io.coco_labels import read_coco_labels
 
         return read_coco_labels(path, images=images, keypoints=keypoints)
+    if path.suffix.lower() == ".slp":
+        from clamp_track.io.sleap_labels import read_sleap_labels
+
+        labels = read_sleap_labels(path)
+        return remap(labels, load_keypoint_set(keypoints)) if keypoints is not None else labels
     from clamp_track.io.dlc_labels import read_dlc_labels
 
     return read_dlc_labels(path, keypoints=keypoints)

@@ -287,3 +287,51 @@ def test_missing_or_wrong_video_is_a_clear_error(store, shared_data, tmp_path):
     other = shared_data / "badja-davis" / "derived" / "camel_480p_24fps.mp4"
     with pytest.raises(InputError, match="90 frames, but .* 104 frames"):
         labels_from_store(store, video=other)
+
+
+# ------------------------------------------------------------------------------------- SLEAP
+
+
+def test_sleap_project_labels_read_with_their_video_frames(shared_data):
+    """SLEAP's own test project: 1500 user-labelled frames of two flies, video beside it."""
+    import sleap_io as sio
+
+    path = shared_data / "sleap-tests" / "tracks" / "clip.slp"
+    labels = read_labels(path)
+    truth = sio.load_slp(str(path), open_videos=False)
+    assert labels.keypoints.source_names == tuple(truth.skeleton.node_names)
+    assert labels.keypoints.names[3:7] == ("left wing", "right wing", "left foreleg 4",
+                                           "right foreleg 4")  # prompt text
+    assert labels.keypoints.flip_pairs[:2] == ((3, 4), (5, 6))
+    assert labels.individuals == ("female", "male") and labels.scorer == "sleap"
+    assert len(labels) == sum(len(lf.user_instances) for lf in truth.labeled_frames)
+    first = truth.labeled_frames[0].user_instances[0]
+    item = next(i for i in labels.items if i.frame == truth.labeled_frames[0].frame_idx
+                and i.individual == first.track.name)
+    np.testing.assert_allclose(item.keypoints[:, :2], first.numpy(), equal_nan=True)
+    assert (item.keypoints[:, 2] == np.where(np.isfinite(first.numpy()).all(1), 2, 0)).all()
+    assert item.image.path == str(path.parent / "clip.mp4")  # resolved beside the .slp
+    assert item.image().shape[2] == 3  # the real frame decodes
+
+
+def test_our_sleap_export_reads_back_as_the_stores_labels(store, tmp_path):
+    from clamp_track.io.export import ExportInfo
+    from clamp_track.io.sleap_export import write_sleap
+    from clamp_track.pipelines.run import corrected_table
+
+    store.set_correction(3, 2, 0, 401.5, 222.25)
+    store.set_correction(3, 2, 1, 405.0, 220.0)
+    store.set_correction(8, 1, 16, 500.0, 350.0)
+    slp, _ = write_sleap(corrected_table(store), tmp_path,
+                         ExportInfo(store.keypoints, store.video_info), store.boxes())
+    back = read_labels(slp)
+    expected = labels_from_store(store)
+    assert back.keypoints == store.keypoints  # the built-in AP-10K set, not a look-alike
+    assert [(i.frame, i.individual, i.image_name, i.video) for i in back.items] == \
+        [(i.frame, i.individual, i.image_name, i.video) for i in expected.items]
+    for a, b in zip(back.items, expected.items):
+        np.testing.assert_array_equal(a.keypoints, b.keypoints)
+    fake = tmp_path / "notes.slp"
+    fake.write_text("field notes\n")
+    with pytest.raises(InputError, match="notes.slp: not a readable SLEAP"):
+        read_labels(fake)
