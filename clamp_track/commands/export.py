@@ -14,7 +14,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("store", help="the <video>.clamp.sqlite file")
     p.add_argument("--format", default="csv,dlc",
-                   help="comma list of csv, dlc, sleap, video, plot (default csv,dlc)")
+                   help="comma list of csv, dlc, sleap, nwb, video, plot (default csv,dlc)")
     p.add_argument("-o", "--out-dir", help="output folder (default: beside the store)")
     p.add_argument("--video", help="the video, if it moved since the run (for --format video)")
     p.add_argument("--dlc-net-type", default="resnet_50",

@@ -48,7 +48,7 @@ def add_run_options(p: argparse.ArgumentParser,
                    help="video decoder (default auto = PyAV: bounded memory)")
     p.add_argument("--start", type=int, help="first frame (0-based)")
     p.add_argument("--end", type=int, help="one past the last frame")
-    p.add_argument("--export", help="comma list of csv,dlc,sleap,video,plot (default csv,dlc)")
+    p.add_argument("--export", help="comma list of csv,dlc,sleap,nwb,video,plot (default csv,dlc)")
     p.add_argument("--video-out", action="store_true", help="also write an annotated video")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="any other setting, e.g. tracker.min_track_length=20")

@@ -35,6 +35,7 @@ DETECTORS = ("torchvision", "motion", "file", "mmdet")
 EXPORT_FORMATS = (("csv", "Tidy CSV (one row per frame, animal and keypoint)"),
                   ("dlc", "DeepLabCut .h5 / .csv"),
                   ("sleap", "SLEAP .slp (opens in SLEAP) and analysis .h5"),
+                  ("nwb", "NWB with ndx-pose (.nwb)"),
                   ("video", "Annotated video (.mp4)"),
                   ("plot", "Trajectory and confidence plots (PNG)"))
 

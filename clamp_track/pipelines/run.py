@@ -35,9 +35,9 @@ from clamp_track.types import Detections, Frame, PosePredictions
 log = logging.getLogger(__name__)
 
 
-#: What :func:`export` writes: tidy CSV, DeepLabCut files, SLEAP files (``sleap`` extra),
-#: annotated video, per-track plots.
-EXPORT_FORMATS = ("csv", "dlc", "sleap", "video", "plot")
+#: What :func:`export` writes: tidy CSV, DeepLabCut files, SLEAP files (``sleap`` extra), NWB
+#: with ndx-pose (``nwb`` extra), annotated video, per-track plots.
+EXPORT_FORMATS = ("csv", "dlc", "sleap", "nwb", "video", "plot")
 
 
 @dataclass(frozen=True)
@@ -534,7 +534,8 @@ def export(store: ResultStore, formats, out_dir: str | os.PathLike | None = None
     Args:
         store: A complete result store.
         formats: Any of ``csv`` (tidy table), ``dlc`` (DeepLabCut ``.h5``/``.csv``/meta),
-            ``sleap`` (SLEAP ``.slp`` and analysis ``.h5``), ``video`` (annotated video),
+            ``sleap`` (SLEAP ``.slp`` and analysis ``.h5``), ``nwb`` (NWB with ndx-pose),
+            ``video`` (annotated video),
             ``plot`` (per-track PNGs).
         out_dir: Destination folder (default: the store's folder).
         video: The video, if it moved since the run (for ``video``).
@@ -564,6 +565,10 @@ def export(store: ResultStore, formats, out_dir: str | os.PathLike | None = None
         from clamp_track.io.sleap_export import write_sleap
 
         paths += write_sleap(tidy, out, info, store.boxes())
+    if "nwb" in formats:
+        from clamp_track.io.nwb_export import write_nwb
+
+        paths.append(write_nwb(tidy, out, info, created=store.meta("created")))
     if "plot" in formats:
         paths += writers.write_track_plots(tidy, out, info)
     if "video" in formats:

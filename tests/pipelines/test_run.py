@@ -181,6 +181,40 @@ def test_sleap_files_open_in_sleap_io_and_agree_with_the_dlc_export(cows_run, tm
                                dlc[names[2]].loc[10, ["x", "y"]], rtol=1e-6)
 
 
+def test_nwb_file_holds_each_track_with_real_timestamps_and_agrees_with_dlc(cows_run, tmp_path):
+    from pynwb import NWBHDF5IO
+
+    from clamp_track.pipelines.run import export
+
+    summary, _ = cows_run
+    store_file = tmp_path / summary.store.name
+    shutil.copy(summary.store, store_file)
+    with ResultStore.open(store_file) as store:
+        store.set_correction(50, 1, 0, 123.5, 234.5)
+        names = store.keypoints.source_names
+        frames, times = store.frame_times()
+        paths = export(store, ("dlc", "nwb"), tmp_path / "out")
+    dlc = pd.read_hdf(next(p for p in paths if p.suffix == ".h5"))
+    dlc = dlc[dlc.columns.get_level_values("scorer")[0]]["animal1"]
+    nwb_file = next(p for p in paths if p.suffix == ".nwb")
+    assert nwb_file.name == "cows.clamp.nwb"
+    with NWBHDF5IO(str(nwb_file), "r") as io:
+        nwb = io.read()
+        behavior = nwb.processing["behavior"]
+        pose = behavior["animal1"]
+        assert set(behavior.data_interfaces) == {"Skeletons", "animal1"}
+        assert list(pose.skeleton.nodes[:]) == list(names) and len(pose.skeleton.edges) > 0
+        assert pose.source_software == "clamp-track"
+        assert pose.source_video.external_file[0].endswith("cows.mp4")
+        nose = pose.pose_estimation_series[names[0]]
+        np.testing.assert_allclose(nose.timestamps[:], times)  # seconds, not frame numbers
+        np.testing.assert_allclose(nose.data[50], [123.5, 234.5])  # the correction
+        assert nose.confidence[50] == 1.0 and nose.unit == "pixels"
+        eye = pose.pose_estimation_series[names[2]]
+        np.testing.assert_allclose(eye.data[:], dlc[names[2]][["x", "y"]].to_numpy()[:104],
+                                   rtol=1e-6)
+
+
 def _one(folder, pattern):
     found = sorted(folder.glob(pattern))
     assert len(found) == 1, (pattern, [p.name for p in folder.iterdir()])
