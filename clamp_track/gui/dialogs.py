@@ -56,6 +56,27 @@ def show_info(parent: QWidget | None, title: str, message: str) -> None:
     QMessageBox.information(parent, title, message)
 
 
+def show_shortcuts(parent: QWidget | None, rows: list[tuple[str, str, str]]) -> None:
+    """Help → Keyboard shortcuts: ``(menu, action, keys)`` rows in a non-modal table."""
+    from PyQt6.QtWidgets import QDialog, QTableWidget, QTableWidgetItem, QVBoxLayout
+
+    dialog = QDialog(parent)
+    dialog.setWindowTitle("Keyboard shortcuts")
+    table = QTableWidget(len(rows), 3, dialog)
+    table.setHorizontalHeaderLabels(["Menu", "Action", "Keys"])
+    for r, row in enumerate(rows):
+        for c, text in enumerate(row):
+            table.setItem(r, c, QTableWidgetItem(text))
+    table.resizeColumnsToContents()
+    table.verticalHeader().setVisible(False)
+    table.horizontalHeader().setStretchLastSection(True)
+    table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+    layout = QVBoxLayout(dialog)
+    layout.addWidget(table)
+    dialog.resize(560, 640)
+    dialog.show()
+
+
 def _path_row(edit: QLineEdit, pick) -> QWidget:
     """A line edit with a "..." button calling ``pick(edit)``."""
     row = QWidget()

@@ -260,6 +260,7 @@ class MainWindow(QMainWindow):
                                   "Ctrl+Delete")
         self.act_swap = a("&Swap two animals from this frame on", ed.swap_tracks, "Ctrl+T")
         self.act_merge = a("&Merge two animals", ed.merge_tracks, "Ctrl+M")
+        self.act_shortcuts = a("&Keyboard shortcuts", self.show_shortcuts, ["F1", "?"])
         self.act_add = a("&Add animal in this frame", lambda: self.add_instance(), "Ctrl+I",
                          tip="An animal the detector missed: the current one where it is "
                          "absent, else a new one; then drag its keypoints into place")
@@ -322,6 +323,7 @@ class MainWindow(QMainWindow):
         window_menu = bar.addMenu("&Window")
         for dock in self.docks.values():
             window_menu.addAction(dock.toggleViewAction())
+        bar.addMenu("&Help").addAction(self.act_shortcuts)
 
     def _build_status(self) -> None:
         self.frame_label = QLabel()
@@ -776,6 +778,26 @@ class MainWindow(QMainWindow):
         pointer or at the view's centre.
         """
         return self.editor.add_instance(at, centre=self.view.pointer_or_centre())
+
+    def shortcut_rows(self) -> list[tuple[str, str, str]]:
+        """``(menu, action, keys)`` of every menu action with a shortcut, from the menus."""
+        rows, seen = [], set()
+        for menu_action in self.menuBar().actions():
+            menu = menu_action.menu()
+            for action in menu.actions() if menu else []:
+                if id(action) in seen:  # an action in two menus (Export) is listed once
+                    continue
+                seen.add(id(action))
+                keys = ", ".join(k.toString(QKeySequence.SequenceFormat.NativeText)
+                                 for k in action.shortcuts())
+                if keys:
+                    rows.append((menu.title().replace("&", ""),
+                                 action.text().replace("&", "").rstrip("…"), keys))
+        return rows
+
+    def show_shortcuts(self) -> None:
+        """Help → Keyboard shortcuts (F1)."""
+        dialogs.show_shortcuts(self, self.shortcut_rows())
 
     def _background_menu(self, x: float, y: float, position) -> None:
         if self.state.store is None:

@@ -13,6 +13,7 @@ import pytest
 from PyQt6.QtCore import QPointF, Qt
 from PyQt6.QtGui import QColor, QImage
 from PyQt6.QtTest import QTest
+from PyQt6.QtWidgets import QDialog, QTableWidget
 
 from clamp_track.gui.style import confidence_color, track_color
 from clamp_track.io.store import ResultStore
@@ -148,6 +149,19 @@ def test_navigation_shortcuts_and_playback(qtbot, window, cows_results, wait_ima
     assert window.state.selection.track == 2
     window.frame_box.setValue(25)
     assert window.state.frame == 25
+
+
+def test_help_lists_every_shortcut_from_the_menus(qtbot, window):
+    rows = window.shortcut_rows()
+    table = {action: keys for _, action, keys in rows}
+    assert table["Add animal in this frame"] == "Ctrl+I"
+    assert table["Accept animal's keypoints as labels"] == "A"
+    assert table["Play / pause"] == "Space" and table["Keyboard shortcuts"] == "F1, ?"
+    assert len({keys for _, _, keys in rows}) == len(rows)  # no key does two things
+    QTest.keyClick(window.view, Qt.Key.Key_F1)
+    shown = [w for w in window.findChildren(QDialog) if w.windowTitle() == "Keyboard shortcuts"]
+    assert shown and shown[0].isVisible()
+    assert shown[0].findChild(QTableWidget).rowCount() == len(rows)
 
 
 def test_timeline_click_seeks_and_panels_select(window, cows_results, wait_image):
