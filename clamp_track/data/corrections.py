@@ -145,7 +145,9 @@ def jitter_colours(crop: np.ndarray, rng: np.random.Generator,
 class FinetuneDataset(TopDownDataset):
     """Training crops of the labels, plus per-epoch replay samples from a base dataset.
 
-    An epoch is ``len(records)`` label samples followed by ``replay_per_epoch`` samples drawn
+    An epoch is ``len(records)`` label samples (or ``labels_per_epoch`` of them: consecutive
+    slices of seeded permutations, so a large label set is seen whole every few epochs while
+    an epoch stays one validation period) followed by ``replay_per_epoch`` samples drawn
     (seeded by ``(seed, epoch, index)``) from ``replay``: each epoch sees other base
     instances, so a large base set is replayed without growing the epoch. Every crop gets the
     geometric augmentation of ``augment`` and, if given, :func:`jitter_colours`.
@@ -158,6 +160,7 @@ class FinetuneDataset(TopDownDataset):
         photometric: Colour augmentation (None: off).
         replay: Base-dataset instances in the same keypoint set (None: no replay).
         replay_per_epoch: Replay samples per epoch.
+        labels_per_epoch: Label samples per epoch (None: all records).
         seed: Seed of all draws.
     """
 
@@ -165,9 +168,10 @@ class FinetuneDataset(TopDownDataset):
                  input_size=(256, 256), augment: AugmentConfig | None = None, *,
                  photometric: PhotometricConfig | None = None,
                  replay: Sequence[Instance] | None = None, replay_per_epoch: int = 0,
-                 seed: int = 0):
+                 labels_per_epoch: int | None = None, seed: int = 0):
         super().__init__(records, keypoints, input_size, augment, seed=seed)
         self.photometric = photometric
+        self.labels_per_epoch = min(len(records), labels_per_epoch or len(records))
         self.replay = None
         self.replay_per_epoch = 0
         if replay and replay_per_epoch > 0:
@@ -175,13 +179,23 @@ class FinetuneDataset(TopDownDataset):
             self.replay_per_epoch = int(replay_per_epoch)
 
     def __len__(self) -> int:
-        return len(self.records) + self.replay_per_epoch
+        return self.labels_per_epoch + self.replay_per_epoch
+
+    def record_index(self, epoch: int, index: int) -> int:
+        """The record behind label sample ``index`` of ``epoch``."""
+        n, per = len(self.records), self.labels_per_epoch
+        if per == n:
+            return index
+        position = int(epoch) * per + index  # along an endless sequence of permutations
+        cycle, offset = divmod(position, n)
+        return int(np.random.default_rng((self.seed, cycle, 5)).permutation(n)[offset])
 
     def __getitem__(self, key) -> dict:
         """A label sample, or for indices past the labels a replay sample (same keys)."""
         epoch, index = key if isinstance(key, tuple) else (0, key)
-        if index < len(self.records):
-            sample = super().__getitem__((epoch, index))
+        if index < self.labels_per_epoch:
+            sample = super().__getitem__((epoch, self.record_index(epoch, index)))
+            sample["index"] = np.int64(index)
         else:
             rng = np.random.default_rng((self.seed, int(epoch), int(index), 3))
             j = int(rng.integers(len(self.replay)))

@@ -21,7 +21,9 @@ backbone optionally (``freeze_backbone``) and its BatchNorm statistics by defaul
 8 would otherwise overwrite statistics learnt on large data); strong augmentation (flip,
 rotation up to ±90°, scale ±35 %, box shift, colour jitter, grey, blur); validation every
 ``val_every`` steps on the held-out images (PCK@0.1) and early stopping after ``patience``
-validations without improvement; at most ``steps`` steps. Optional replay mixes each epoch with
+validations without improvement; ``steps`` steps at most, rounded up to whole validation
+periods (small label sets are repeated and large ones sliced so that a period is about
+``val_every`` steps). Optional replay mixes each epoch with
 fresh samples of a base COCO dataset (``replay.ratio`` per label sample), its keypoints matched
 to the new set by name, against forgetting.
 
@@ -103,7 +105,7 @@ class FinetuneConfig:
         min_confidence: Prediction confidence needed with ``untouched="confident"``.
         val_fraction: Fraction of labelled images held out for early stopping.
         min_val_images: Hold nothing out with fewer labelled images than this.
-        steps: Most optimiser steps.
+        steps: Most optimiser steps (rounded up to whole validation periods).
         val_every: Validate (and consider stopping) every this many steps.
         patience: Stop after this many validations without a better held-out PCK@0.1.
         batch_size: Crops per step.
@@ -587,11 +589,16 @@ def _datasets(labels: Labels, n_train_items: int, kp: KeypointSet, input_size,
                          "label at least two keypoints per animal in label files")
     replay, shared = replay_records
     ratio = cfg.replay.ratio if replay else 0.0
+    # one epoch = one validation period of about val_every steps: small label sets are
+    # repeated, large ones are seen in slices
     repeats = repeats_for(len(train), cfg.batch_size, cfg.val_every, ratio)
-    per_epoch = round(ratio * repeats * len(train)) if replay else 0
+    labels_per_epoch = len(train) * repeats if repeats > 1 else min(len(train), math.ceil(
+        cfg.val_every * cfg.batch_size / (1.0 + ratio)))
+    per_epoch = round(ratio * labels_per_epoch) if replay else 0
     train_set = FinetuneDataset(train * repeats, kp, input_size, cfg.augment,
                                 photometric=cfg.photometric, replay=replay,
-                                replay_per_epoch=per_epoch, seed=cfg.seed)
+                                replay_per_epoch=per_epoch, labels_per_epoch=labels_per_epoch,
+                                seed=cfg.seed)
     val_set = TopDownDataset(val, kp, input_size) if val else None
     return _Data(train_set, val_set, train, val, repeats, per_epoch, shared)
 

@@ -97,6 +97,27 @@ def test_tiny_sets_are_repeated_to_fill_a_validation_period():
     assert repeats_for(1000, 8, 30, 0.0) == 1
 
 
+def test_large_sets_are_seen_in_slices_each_record_once_per_cycle(openfield):
+    kp = openfield.keypoints
+    records = to_instances(openfield.items, kp)  # 116 animals
+    data = FinetuneDataset(records, kp, (64, 64), labels_per_epoch=40, seed=3)
+    assert len(data) == 40
+    drawn = [data.record_index(e, i) for e in range(6) for i in range(40)]  # 240 = 2 cycles
+    assert sorted(drawn[:116]) == list(range(116)) == sorted(drawn[116:232])
+    assert drawn[:40] != list(range(40))  # shuffled, reproducibly
+    assert drawn == [FinetuneDataset(records, kp, (64, 64), labels_per_epoch=40, seed=3)
+                     .record_index(e, i) for e in range(6) for i in range(40)]
+    from clamp_track.data.dataset import TopDownDataset
+
+    sample = data[(1, 5)]  # that record's crop, with the epoch's augmentation draw
+    expected = TopDownDataset(records, kp, (64, 64), seed=3)[(1, data.record_index(1, 5))]
+    assert sample["index"] == 5
+    np.testing.assert_array_equal(sample["image"], expected["image"])
+    np.testing.assert_array_equal(sample["keypoints"], expected["keypoints"])
+    whole = FinetuneDataset(records, kp, (64, 64), seed=3)
+    assert len(whole) == 116 and whole.record_index(2, 7) == 7
+
+
 def test_lopsided_labels_are_pointed_out(openfield):
     kp = openfield.keypoints
 
