@@ -144,9 +144,10 @@ def test_exports_carry_the_corrections_in_smoothed_coordinates_too(cows_run, tmp
     assert (row.x_smooth, row.variance, row.corrected) == (pytest.approx(x), 0.0, True)
 
 
-def test_sleap_files_open_in_sleap_io_and_agree_with_the_dlc_export(cows_run, tmp_path):
-    import sleap_io as sio
-
+def _export_corrected(cows_run, tmp_path, fmt: str):
+    """Export a copy of the run with a correction (and an occluded mark) at frame 50 as DLC and
+    ``fmt``; returns the written paths, the keypoint names, the frame times and the DLC table
+    of animal 1."""
     from clamp_track.pipelines.run import export
 
     summary, _ = cows_run
@@ -156,9 +157,16 @@ def test_sleap_files_open_in_sleap_io_and_agree_with_the_dlc_export(cows_run, tm
         store.set_correction(50, 1, 0, 123.5, 234.5)
         store.set_correction(50, 1, 3, None, None, visible=False)
         names = store.keypoints.source_names
-        paths = export(store, ("dlc", "sleap"), tmp_path / "out")
+        _, times = store.frame_times()
+        paths = export(store, ("dlc", fmt), tmp_path / "out")
     dlc = pd.read_hdf(next(p for p in paths if p.suffix == ".h5" and "DLC" in p.name))
-    dlc = dlc[dlc.columns.get_level_values("scorer")[0]]["animal1"]
+    return paths, names, times, dlc[dlc.columns.get_level_values("scorer")[0]]["animal1"]
+
+
+def test_sleap_files_open_in_sleap_io_and_agree_with_the_dlc_export(cows_run, tmp_path):
+    import sleap_io as sio
+
+    paths, names, _, dlc = _export_corrected(cows_run, tmp_path, "sleap")
     labels = sio.load_slp(str(next(p for p in paths if p.suffix == ".slp")))
     assert len(labels) == 104 and [t.name for t in labels.tracks] == ["animal1"]
     assert labels.skeleton.node_names == list(names) and len(labels.skeleton.edges) > 0
@@ -184,18 +192,7 @@ def test_sleap_files_open_in_sleap_io_and_agree_with_the_dlc_export(cows_run, tm
 def test_nwb_file_holds_each_track_with_real_timestamps_and_agrees_with_dlc(cows_run, tmp_path):
     from pynwb import NWBHDF5IO
 
-    from clamp_track.pipelines.run import export
-
-    summary, _ = cows_run
-    store_file = tmp_path / summary.store.name
-    shutil.copy(summary.store, store_file)
-    with ResultStore.open(store_file) as store:
-        store.set_correction(50, 1, 0, 123.5, 234.5)
-        names = store.keypoints.source_names
-        frames, times = store.frame_times()
-        paths = export(store, ("dlc", "nwb"), tmp_path / "out")
-    dlc = pd.read_hdf(next(p for p in paths if p.suffix == ".h5"))
-    dlc = dlc[dlc.columns.get_level_values("scorer")[0]]["animal1"]
+    paths, names, times, dlc = _export_corrected(cows_run, tmp_path, "nwb")
     nwb_file = next(p for p in paths if p.suffix == ".nwb")
     assert nwb_file.name == "cows.clamp.nwb"
     with NWBHDF5IO(str(nwb_file), "r") as io:
