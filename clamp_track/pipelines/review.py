@@ -127,30 +127,57 @@ class TrackStats:
 class ReviewData:
     """All tracks of a store plus the corrections, in memory.
 
+    Smoothed positions follow the corrections (when frame times and the smoother's settings are
+    given, as :meth:`from_store` does): a fix re-smooths its keypoint over the frames within
+    :data:`FOLLOW_S` seconds, the fix a measurement of confidence 1, as the exports smooth the
+    whole track (:func:`clamp_track.pipelines.run.corrected_table`); with no fix left nearby,
+    the stored smoothing comes back exactly.
+
     Args:
         keypoints: The keypoint set of the predictions.
         n_frames: Frames in the video (the timeline's length; results may cover fewer).
         tracks: The tracks' arrays.
         corrections: ``(frame, track, keypoint, x, y, visible)`` rows, as the store lists them.
+        times: (n_frames,) seconds of each frame (NaN where not processed), for smoothing.
+        smoother: The run's smoother settings (None: smoothed positions stay as stored).
     """
 
+    #: Seconds around a fix whose smoothed positions are recomputed (half of the window they
+    #: are computed from, so the window's own edges never show).
+    FOLLOW_S = 1.0
+
     def __init__(self, keypoints: KeypointSet, n_frames: int, tracks: Iterable[TrackArrays],
-                 corrections: Iterable[tuple] = ()):
+                 corrections: Iterable[tuple] = (), *, times: np.ndarray | None = None,
+                 smoother=None):
         self.keypoints = keypoints
         self.n_frames = int(n_frames)
         self.tracks: dict[int, TrackArrays] = {t.track: t for t in tracks}
+        self._times, self._smoother = times, smoother
+        self._stored = {t: a.smooth.copy() for t, a in self.tracks.items()}
         # track -> frame -> keypoint -> Correction
         self._corrections: dict[int, dict[int, dict[int, Correction]]] = {}
         self._set_all_corrections(corrections)
+        self._follow_all(self.tracks)
 
     @classmethod
     def from_store(cls, store) -> ReviewData:
         """Load everything from an open :class:`~clamp_track.io.store.ResultStore`."""
+        from clamp_track.config import from_dict
+        from clamp_track.pipelines.smoother import SmootherConfig
+
         info = store.video_info
-        frames, _ = store.frame_times()
+        frames, seconds = store.frame_times()
         n_frames = max(info.n_frames, int(frames.max()) + 1 if len(frames) else 0)
+        times = np.full(n_frames, np.nan)
+        times[frames] = seconds
+        settings = (store.meta("config") or {}).get("smoother")
+        try:
+            smoother = from_dict(SmootherConfig, settings or {}, source=str(store.path))
+        except Exception:  # noqa: BLE001 - old or foreign settings: keep the stored smoothing
+            smoother = None
         tracks = [_load_track(store, t) for t in store.track_ids()]
-        return cls(store.keypoints, n_frames, tracks, store.corrections())
+        return cls(store.keypoints, n_frames, tracks, store.corrections(), times=times,
+                   smoother=smoother)
 
     def reload(self, store, tracks: Iterable[int] | None = None) -> None:
         """Re-read some tracks (all when None) and all corrections after an identity edit."""
@@ -159,9 +186,49 @@ class ReviewData:
         for track in wanted | (set(self.tracks) - present):
             if track in present:
                 self.tracks[track] = _load_track(store, track)
+                self._stored[track] = self.tracks[track].smooth.copy()
             else:
                 self.tracks.pop(track, None)
+                self._stored.pop(track, None)
         self._set_all_corrections(store.corrections())
+        self._follow_all(wanted & present)
+
+    # ------------------------------------------------------------- smoothing follows fixes
+    def _follow_all(self, tracks: Iterable[int]) -> None:
+        for track in tracks:
+            fixes = self._corrections.get(track, {})
+            positions = self.corrected_positions(track) if fixes else None
+            for frame, kps in fixes.items():
+                for kp in kps:
+                    self._follow(track, kp, frame, positions)
+
+    def _follow(self, track: int, kp: int, frame: int, positions=None) -> None:
+        """Recompute keypoint ``kp``'s smoothed positions near ``frame`` (class docstring).
+
+        ``positions``: the track's :meth:`corrected_positions`, if already at hand.
+        """
+        arrays = self.tracks.get(track)
+        i = arrays.row(frame) if arrays is not None else None
+        stored = self._stored.get(track)
+        if i is None or self._smoother is None or self._times is None or \
+                not np.isfinite(stored[:, kp, 0]).any():
+            return
+        t = self._times[arrays.frames]
+        gap = np.abs(t - t[i])
+        near = np.flatnonzero(gap <= 2 * self.FOLLOW_S)
+        inner = gap[near] <= self.FOLLOW_S
+        rows = near[inner]
+        fixes = self._corrections.get(track, {})
+        if not any(kp in fixes.get(int(f), {}) for f in arrays.frames[near]):
+            arrays.smooth[rows, kp] = stored[rows, kp]  # nothing to follow any more
+            return
+        from clamp_track.pipelines.smoother import smooth_track
+
+        xy, conf = positions if positions is not None else self.corrected_positions(track)
+        smooth, var = smooth_track(t[near], xy[near, kp:kp + 1], conf[near, kp:kp + 1],
+                                   self._smoother)
+        arrays.smooth[rows, kp, :2] = smooth[inner, 0]
+        arrays.smooth[rows, kp, 2] = var[inner, 0]
 
     def _set_all_corrections(self, rows: Iterable[tuple]) -> None:
         self._corrections = {}
@@ -193,6 +260,7 @@ class ReviewData:
                 del per_frame[frame]
         else:
             per_frame.setdefault(frame, {})[keypoint] = correction
+        self._follow(track, keypoint, frame)
 
     def corrected_frames(self, track: int | None = None) -> np.ndarray:
         """Sorted frames with corrections (of one track, or of any)."""

@@ -199,3 +199,29 @@ def test_with_no_animal_at_all_the_keypoints_lie_in_the_frame(planted):
     xy, box = place_instance(planted, 0, 1, (5.0, 470.0), (640, 480))  # near a corner
     assert (xy >= 0).all() and (xy[:, 0] <= 639).all() and (xy[:, 1] <= 479).all()
     assert (box >= 0).all() and box[2] <= 640 and box[3] <= 480
+
+
+def test_smoothed_positions_follow_a_fix_as_the_export_does_and_undo_exactly():
+    from clamp_track.pipelines.smoother import SmootherConfig, smooth_track
+
+    cfg = SmootherConfig()
+    track = _track(1, range(200))
+    times = np.arange(200) / 25.0
+    xy, var = smooth_track(times, track.raw[..., :2], track.raw[..., 2], cfg)
+    track.smooth = np.concatenate([xy, var[..., None]], -1).astype(np.float32)
+    stored = track.smooth.copy()
+    data = ReviewData(KPS, 200, [track], times=times, smoother=cfg)
+    data.set_correction(100, 1, 0, Correction(400.0, 20.0))  # far from the prediction
+    raw = track.raw[..., :2].astype(np.float64)
+    conf = track.raw[..., 2].astype(np.float64)
+    raw[100, 0], conf[100, 0] = (400.0, 20.0), 1.0
+    full, _ = smooth_track(times, raw, conf, cfg)  # what the exports compute for the track
+    shown = data.tracks[1].smooth
+    near = slice(100 - 25, 100 + 26)  # within FOLLOW_S = 1 s
+    np.testing.assert_allclose(shown[near, 0, :2], full[near, 0], atol=1e-3)
+    assert abs(shown[101, 0, 0] - stored[101, 0, 0]) > 10  # the neighbours followed the fix
+    np.testing.assert_array_equal(shown[:70], stored[:70])  # far away: untouched
+    np.testing.assert_array_equal(shown[:, 1:], stored[:, 1:])  # other keypoints: untouched
+    assert data.instance(100, 1, Coordinates.SMOOTHED).xy[0].tolist() == [400.0, 20.0]
+    data.set_correction(100, 1, 0, None)  # undo
+    np.testing.assert_array_equal(data.tracks[1].smooth, stored)
