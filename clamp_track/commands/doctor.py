@@ -70,11 +70,10 @@ def run(args: argparse.Namespace) -> int:
 
     for module, extra, purpose in OPTIONAL:
         try:
-            mod = importlib.import_module(module)
-            top = sys.modules[module.split(".")[0]]
-            version = getattr(top, "__version__", "") or getattr(mod, "PYQT_VERSION_STR", "")
-            if module.startswith("PyQt6"):
-                version = importlib.import_module("PyQt6.QtCore").PYQT_VERSION_STR
+            importlib.import_module(module)
+            version = (importlib.import_module("PyQt6.QtCore").PYQT_VERSION_STR
+                       if module.startswith("PyQt6")
+                       else getattr(sys.modules[module.split(".")[0]], "__version__", ""))
             r.line("ok", module.split(".")[0], f"{version} ({purpose})".strip())
         except Exception as exc:  # noqa: BLE001 - a broken optional install is reported
             hint = f"pip install 'clamp-track[{extra}]'" if extra else "pip install decord"

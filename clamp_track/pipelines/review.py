@@ -162,18 +162,17 @@ class ReviewData:
     @classmethod
     def from_store(cls, store) -> ReviewData:
         """Load everything from an open :class:`~clamp_track.io.store.ResultStore`."""
-        from clamp_track.config import from_dict
-        from clamp_track.pipelines.smoother import SmootherConfig
+        from clamp_track.errors import ClampTrackError
+        from clamp_track.pipelines.smoother import stored_config
 
         info = store.video_info
         frames, seconds = store.frame_times()
         n_frames = max(info.n_frames, int(frames.max()) + 1 if len(frames) else 0)
         times = np.full(n_frames, np.nan)
         times[frames] = seconds
-        settings = (store.meta("config") or {}).get("smoother")
         try:
-            smoother = from_dict(SmootherConfig, settings or {}, source=str(store.path))
-        except Exception:  # noqa: BLE001 - old or foreign settings: keep the stored smoothing
+            smoother = stored_config(store)
+        except ClampTrackError:  # foreign settings: keep the stored smoothing
             smoother = None
         tracks = [_load_track(store, t) for t in store.track_ids()]
         return cls(store.keypoints, n_frames, tracks, store.corrections(), times=times,

@@ -586,15 +586,13 @@ def corrected_table(store: ResultStore):
     missing, so that the frames around a fix follow it too; then a corrected keypoint takes
     the user's position exactly (variance 0) and one marked occluded or absent has none (NaN).
     """
-    from clamp_track.config import from_dict
-    from clamp_track.pipelines.smoother import smooth_track
+    from clamp_track.pipelines.smoother import smooth_track, stored_config
 
     tidy = store.tidy()
     fixed = tidy["corrected"].to_numpy(bool)
     if not fixed.any() or not tidy["x_smooth"].notna().any():
         return tidy  # nothing corrected, or a run without smoothing (e.g. unfinished)
-    settings = (store.meta("config") or {}).get("smoother") or {}
-    cfg = from_dict(SmootherConfig, settings, source=str(store.path))
+    cfg = stored_config(store)
     k = store.keypoints.num_keypoints
     for _, rows in tidy[tidy["track"].isin(tidy.loc[fixed, "track"].unique())].groupby("track"):
         # rows are in (frame, keypoint) order: the table is sorted by frame, stably

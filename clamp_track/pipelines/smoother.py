@@ -69,6 +69,18 @@ class SmootherConfig:
             raise ValueError(f"engine must be 'numpy' or 'filterpy', got {self.engine!r}")
 
 
+def stored_config(store) -> SmootherConfig:
+    """The smoother settings a result store's run used (defaults where it names none).
+
+    Raises:
+        InputError: The stored settings are not valid ones.
+    """
+    from clamp_track.config import from_dict
+
+    settings = (store.meta("config") or {}).get("smoother") or {}
+    return from_dict(SmootherConfig, settings, source=str(store.path))
+
+
 def smooth_track(times_s: np.ndarray, xy: np.ndarray, conf: np.ndarray,
                  cfg: SmootherConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Smooth the keypoints of one track.
