@@ -383,6 +383,18 @@ def box_from_keypoints(keypoints: np.ndarray, size: tuple[int, int] | None = Non
     return np.array([lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1]], np.float64)
 
 
+#: Margin of the box of an animal added by hand (its keypoints are placed, not labelled yet).
+ADDED_MARGIN_PX = 10.0
+
+
+def added_instance_box(xy: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+    """``x1, y1, x2, y2`` (float32) around the finite of (K, 2) keypoints placed by hand."""
+    seen = np.isfinite(xy).all(axis=1)
+    x, y, w, h = box_from_keypoints(np.column_stack([xy, np.where(seen, 2.0, 0.0)]), size,
+                                    margin_px=ADDED_MARGIN_PX)
+    return np.array([x, y, x + w, y + h], np.float32)
+
+
 def label_box(label: Label, **margins) -> np.ndarray | None:
     """The label's box, grown to hold its labelled keypoints (with the margin).
 
@@ -593,10 +605,8 @@ def _add_labelled(store, frame: int, track: int, item: Label) -> None:
     """Add ``item`` to ``frame`` as a new instance (unlabelled keypoints at its centre)."""
     xy = item.keypoints[:, :2].astype(np.float64)
     done = item.labelled & np.isfinite(xy).all(axis=1)
-    xy = np.where(done[:, None], xy, xy[done].mean(axis=0))
-    low, high = xy[done].min(axis=0), xy[done].max(axis=0)
-    margin = np.maximum(0.1 * (high - low), 10.0)
-    store.add_instance(frame, track, (*(low - margin), *(high + margin)), xy)
+    box = added_instance_box(np.where(done[:, None], xy, np.nan), item.size)
+    store.add_instance(frame, track, box, np.where(done[:, None], xy, xy[done].mean(axis=0)))
 
 
 def _inside(points: np.ndarray, box: np.ndarray, grow: float = 0.25) -> np.ndarray:

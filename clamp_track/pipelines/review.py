@@ -17,6 +17,7 @@ from functools import cached_property
 
 import numpy as np
 
+from clamp_track.io.labels import added_instance_box
 from clamp_track.skeleton import KeypointSet
 
 
@@ -387,11 +388,7 @@ def place_instance(data: ReviewData, frame: int, track: int, at: tuple[float, fl
     if not keep_place:
         xy = xy - centre + np.asarray(at if at is not None else (width / 2, height / 2))
     xy = np.clip(xy, 0, [width - 1, height - 1]).astype(np.float32)
-    low, high = xy.min(axis=0), xy.max(axis=0)
-    margin = np.maximum(0.1 * (high - low), 10.0)
-    box = np.concatenate([np.maximum(low - margin, 0), np.minimum(high + margin,
-                                                                  [width, height])])
-    return xy, box.astype(np.float32)
+    return xy, added_instance_box(xy, (width, height))
 
 
 def _nearest_instance(data: ReviewData, frame: int, tracks: Iterable[int]) -> Instance | None:
