@@ -386,6 +386,49 @@ def _dlc_meta(info: ExportInfo, frame, coordinates: str, individuals: dict[int, 
     return {"data": data}
 
 
+@dataclass(frozen=True)
+class InstanceGrid:
+    """The tidy keypoint table as one row per (frame, track) instance (:func:`instance_grid`).
+
+    Attributes:
+        frames: (P,) frame of each instance, ascending; ``tracks``: (P,) its track.
+        time_s: (P,) its time in seconds.
+        xy: (P, K, 2) coordinates (NaN where absent).
+        likelihood: (P, K) confidence as the DeepLabCut table writes it: 0 for a point the
+            smoother filled in, NaN where ``xy`` is NaN.
+        corrected: (P, K) whether the user corrected the keypoint.
+        coordinates: ``"smoothed"`` or ``"raw"``: which x/y ``xy`` holds.
+    """
+
+    frames: np.ndarray
+    tracks: np.ndarray
+    time_s: np.ndarray
+    xy: np.ndarray
+    likelihood: np.ndarray
+    corrected: np.ndarray
+    coordinates: str
+
+
+def instance_grid(keypoints, keypoint_set: KeypointSet, smoothed: bool = True) -> InstanceGrid:
+    """Gather the tidy keypoint table by instance, keypoints in ``keypoint_set`` order."""
+    xcol, ycol, coordinates = _coordinate_columns(keypoints, smoothed)
+    pairs, row = np.unique(keypoints[["frame", "track"]].to_numpy(np.int64).reshape(-1, 2),
+                           axis=0, return_inverse=True)
+    row, kp = row.reshape(-1), _keypoint_indices(keypoints["keypoint"], keypoint_set)
+    shape = (len(pairs), keypoint_set.num_keypoints)
+    xy, conf = np.full((*shape, 2), np.nan), np.full(shape, np.nan)
+    xy[row, kp] = keypoints[[xcol, ycol]].to_numpy(np.float64)
+    conf[row, kp] = keypoints["confidence"].to_numpy(np.float64)
+    time_s, corrected = np.full(len(pairs), np.nan), np.zeros(shape, bool)
+    if "time_s" in keypoints:
+        time_s[row] = keypoints["time_s"].to_numpy(np.float64)
+    if "corrected" in keypoints:
+        corrected[row, kp] = keypoints["corrected"].to_numpy(bool)
+    likelihood = np.where(np.isnan(xy).any(-1), np.nan, np.nan_to_num(conf, nan=0.0))
+    return InstanceGrid(pairs[:, 0], pairs[:, 1], time_s, xy, likelihood, corrected,
+                        coordinates)
+
+
 def _coordinate_columns(keypoints, smoothed: bool) -> tuple[str, str, str]:
     has_smooth = {"x_smooth", "y_smooth"} <= set(keypoints.columns)
     if smoothed and has_smooth and (

@@ -20,13 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from clamp_track.errors import require
-from clamp_track.io.export import (
-    ExportInfo,
-    _atomic,
-    _coordinate_columns,
-    _keypoint_indices,
-    individual_name,
-)
+from clamp_track.io.export import ExportInfo, _atomic, individual_name, instance_grid
 
 REFERENCE_FRAME = "(0,0) is the top-left corner of the video frame; x to the right, y down"
 
@@ -65,26 +59,19 @@ def write_nwb(keypoints, out_dir: str | os.PathLike, info: ExportInfo, *,
     skeleton = ndx_pose.Skeleton(name=kset.name, nodes=list(kset.source_names),
                                  edges=np.array(kset.skeleton, np.uint8).reshape(-1, 2))
     behavior.add(ndx_pose.Skeletons(skeletons=[skeleton]))
-    xcol, ycol, coordinates = _coordinate_columns(keypoints, smoothed)
-    k = kset.num_keypoints
-    for track, rows in keypoints.groupby("track", sort=True):
-        frames, row = np.unique(rows["frame"].to_numpy(np.int64), return_inverse=True)
-        kp = _keypoint_indices(rows["keypoint"], kset)
-        xy = np.full((len(frames), k, 2), np.nan)
-        xy[row.reshape(-1), kp] = rows[[xcol, ycol]].to_numpy(np.float64)
-        conf = np.full((len(frames), k), np.nan)
-        conf[row.reshape(-1), kp] = rows["confidence"].to_numpy(np.float64)
-        times = np.zeros(len(frames))
-        times[row.reshape(-1)] = rows["time_s"].to_numpy(np.float64)
+    grid = instance_grid(keypoints, kset, smoothed)
+    for track in np.unique(grid.tracks):
+        rows = grid.tracks == track  # the grid is in frame order
+        xy, conf = grid.xy[rows], np.nan_to_num(grid.likelihood[rows], nan=0.0)
         series = [ndx_pose.PoseEstimationSeries(
-            name=name, data=xy[:, j], confidence=np.nan_to_num(conf[:, j], nan=0.0),
-            reference_frame=REFERENCE_FRAME, unit="pixels", timestamps=times,
+            name=name, data=xy[:, j], confidence=conf[:, j],
+            reference_frame=REFERENCE_FRAME, unit="pixels", timestamps=grid.time_s[rows],
             confidence_definition="the pose model's keypoint confidence (heatmap peak); 1 "
             "for keypoints the user corrected")
             for j, name in enumerate(kset.source_names)]
         behavior.add(ndx_pose.PoseEstimation(
             name=individual_name(int(track)), pose_estimation_series=series,
-            description=f"{coordinates} keypoints of track {int(track)}",
+            description=f"{grid.coordinates} keypoints of track {int(track)}",
             source_video=video, scorer=info.model_name, source_software="clamp-track",
             source_software_version=__version__, skeleton=skeleton))
     path = Path(out_dir) / f"{info.stem}.clamp.nwb"

@@ -24,13 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from clamp_track.errors import require
-from clamp_track.io.export import (
-    ExportInfo,
-    _atomic,
-    _coordinate_columns,
-    _keypoint_indices,
-    individual_name,
-)
+from clamp_track.io.export import ExportInfo, _atomic, individual_name, instance_grid
 
 
 def sleap_labels(keypoints, info: ExportInfo, boxes=None, *, smoothed: bool = True):
@@ -50,31 +44,16 @@ def sleap_labels(keypoints, info: ExportInfo, boxes=None, *, smoothed: bool = Tr
         symmetries=[(kset.source_names[a], kset.source_names[b]) for a, b in kset.flip_pairs],
         name=kset.name)
     video = sio.Video(filename=str(info.video.path), open_backend=False)
-    xcol, ycol, _ = _coordinate_columns(keypoints, smoothed)
     tracks = {int(t): sio.Track(name=individual_name(t))
               for t in sorted(keypoints["track"].unique())}
     scores = {}
     if boxes is not None and len(boxes) and "score" in boxes:
         scores = {(int(f), int(t)): float(s)
                   for f, t, s in boxes[["frame", "track", "score"]].itertuples(index=False)}
-    # one (instance, keypoint) grid for the whole table, then one loop over instances
-    k = kset.num_keypoints
-    frame_col = keypoints["frame"].to_numpy(np.int64)
-    track_col = keypoints["track"].to_numpy(np.int64)
-    pairs, row = np.unique(np.stack([frame_col, track_col], axis=1), axis=0,
-                           return_inverse=True)
-    row = row.reshape(-1)
-    kp = _keypoint_indices(keypoints["keypoint"], kset)
-    xy = np.full((len(pairs), k, 2), np.nan)
-    xy[row, kp] = keypoints[[xcol, ycol]].to_numpy(np.float64)
-    conf = np.full((len(pairs), k), np.nan)
-    conf[row, kp] = keypoints["confidence"].to_numpy(np.float64)
-    conf = np.where(np.isnan(xy).any(-1), np.nan, np.nan_to_num(conf, nan=0.0))
-    fixed = np.zeros((len(pairs), k), bool)
-    if "corrected" in keypoints:
-        fixed[row, kp] = keypoints["corrected"].to_numpy(bool)
+    grid = instance_grid(keypoints, kset, smoothed)
+    xy, conf, fixed = grid.xy, grid.likelihood, grid.corrected
     by_frame: dict[int, list] = {}
-    for i, (frame, track) in enumerate(pairs.tolist()):
+    for i, (frame, track) in enumerate(zip(grid.frames.tolist(), grid.tracks.tolist())):
         finite = np.isfinite(conf[i])
         predicted = sio.PredictedInstance.from_numpy(
             xy[i], skeleton, point_scores=conf[i], track=tracks[track],
