@@ -172,14 +172,7 @@ class ReviewState(QObject):
     def write_correction(self, frame: int, track: int, keypoint: int,
                          correction: Correction | None) -> None:
         """Store a keypoint correction (None: back to the prediction)."""
-        store = self._writable()
-        if correction is None:
-            store.clear_correction(frame, track, keypoint)
-        else:
-            store.set_correction(frame, track, keypoint, correction.x, correction.y,
-                                 correction.visible)
-        self.data.set_correction(frame, track, keypoint, correction)
-        self._changed({track}, boxes=False)
+        self.write_corrections(frame, track, {keypoint: correction})
 
     def write_corrections(self, frame: int, track: int,
                           corrections: dict[int, Correction | None]) -> None:
