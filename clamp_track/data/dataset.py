@@ -232,12 +232,14 @@ class Batch:
         targets: (B, K, h, w) heatmap targets.
         target_weights: (B, K) keypoint weights (labelled and near the crop).
         keypoints: (B, K, 2) crop-pixel keypoints (for L_feature).
+        visible: (B, K) 1 for labelled keypoints (the official L_feature's weights).
     """
 
     images: torch.Tensor
     targets: torch.Tensor
     target_weights: torch.Tensor
     keypoints: torch.Tensor
+    visible: torch.Tensor
 
 
 def normalize_images(images: torch.Tensor, config: ModelConfig) -> torch.Tensor:
@@ -255,4 +257,4 @@ def prepare_batch(batch: dict, config: ModelConfig, device: torch.device) -> Bat
     targets, weights = generate_targets(
         keypoints, visible, config.input_size, config.heatmap_size, TARGET_SIGMA
     )
-    return Batch(normalize_images(images, config), targets, weights, keypoints)
+    return Batch(normalize_images(images, config), targets, weights, keypoints, visible)

@@ -16,6 +16,7 @@ import json
 import logging
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -74,18 +75,21 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelOverrides:
-    """Model-config fields a run may change (the paper's ablations); None keeps the variant's.
+    """Model-config fields a run may change (loss and ablations); None keeps the variant's.
 
     Attributes:
         pose_weight: Weight of L_pose.
         spatial_weight: Weight of L_spatial (0: without L_spatial).
         feature_weight: Weight of L_feature (0: without L_feature).
+        feature_loss: ``"official"`` (the official code's L_feature, every preset) or
+            ``"bilinear"`` (see :mod:`clamp_track.models.losses`).
         use_prompt_encoder: False: without the prompt encoder.
     """
 
     pose_weight: float | None = None
     spatial_weight: float | None = None
     feature_weight: float | None = None
+    feature_loss: Literal["official", "bilinear"] | None = None
     use_prompt_encoder: bool | None = None
 
     def apply(self, config: ModelConfig) -> ModelConfig:

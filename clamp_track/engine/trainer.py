@@ -308,7 +308,7 @@ class _Run:
         b = prepare_batch(batch, p.model.config, p.device)
         with torch.autocast(p.device.type, torch.float16, enabled=p.amp):
             outputs = p.model(b.images)
-        losses = p.model.loss(outputs, b.targets, b.target_weights, b.keypoints)
+        losses = p.model.loss(outputs, b.targets, b.target_weights, b.keypoints, b.visible)
         if not math.isfinite(losses["total"].item()):
             raise FloatingPointError(
                 f"the loss became {losses['total'].item()} at step {self.state.step}; "
