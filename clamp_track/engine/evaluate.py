@@ -94,7 +94,7 @@ class EvalResult:
 
 
 def predict(model, dataset, *, batch_size: int = 32, flip_test: bool = True, device=None,
-            workers: int = 0, amp: bool = True) -> Predictions:
+            workers: int = 0, amp: bool = False) -> Predictions:
     """Run ``model`` on every record's un-augmented crop.
 
     Args:
@@ -104,7 +104,7 @@ def predict(model, dataset, *, batch_size: int = 32, flip_test: bool = True, dev
         flip_test: Average with the flipped crops' heatmaps.
         device: Where to run (default: the model's device).
         workers: DataLoader workers.
-        amp: fp16 autocast on CUDA.
+        amp: fp16 autocast on CUDA (default fp32, as the official test configs).
 
     Returns:
         The :class:`Predictions`.
@@ -309,7 +309,7 @@ def pck(predicted: np.ndarray, keypoints: np.ndarray, boxes: np.ndarray,
 
 
 def evaluate(model, dataset, config: EvalConfig = EvalConfig(), *, device=None,
-             workers: int = 0, amp: bool = True) -> EvalResult:
+             workers: int = 0, amp: bool = False) -> EvalResult:
     """Predict, rescore, OKS-NMS and score a dataset: COCO AP/AR and PCK.
 
     Args:
@@ -319,7 +319,7 @@ def evaluate(model, dataset, config: EvalConfig = EvalConfig(), *, device=None,
         config: Protocol settings.
         device: Where to run (default: the model's device).
         workers: DataLoader workers.
-        amp: fp16 autocast on CUDA.
+        amp: fp16 autocast on CUDA (default fp32, as the official test configs).
 
     Returns:
         The :class:`EvalResult`.

@@ -57,7 +57,8 @@ class LoopConfig:
         eval: Validation protocol and the metric that picks ``best.pt``.
         val_interval: Validate every this many epochs (and after the last).
         checkpoint_interval: Write ``last.pt`` every this many epochs (and after the last).
-        amp: fp16 mixed precision with loss scaling on CUDA (ignored on the CPU).
+        amp: fp16 mixed precision with loss scaling on CUDA, validation included (ignored on
+            the CPU). Off by default: the official configs train and test in fp32.
         device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         seed: Seed of the sample order, the augmentations and torch's RNG.
         progress_bar: Show a tqdm bar (the GUI turns it off and uses the callback).
@@ -70,7 +71,7 @@ class LoopConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     val_interval: int = 10
     checkpoint_interval: int = 10
-    amp: bool = True
+    amp: bool = False
     device: str = "auto"
     seed: int = 0
     progress_bar: bool = True
