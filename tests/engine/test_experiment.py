@@ -38,6 +38,12 @@ def test_every_preset_loads_strictly_and_is_documented(path, shared_data):
     assert cfg.clip_weights == ("imagenet" if imagenet else "openai")
     assert cfg.output == f"runs/{path.stem}"
     assert cfg.train.optim.backbone_lr_mult == (0.1 if "vitb16" in cfg.model else 1.0)
+    # the official code's settings (issue 13): L_feature, fp32, jitter per instance, bias decay
+    assert config.feature_loss == "official" and cfg.model_overrides.feature_loss == (
+        "official" if config.arch == "clamp" else None)
+    assert cfg.train.amp is False and cfg.augment.shift_redraw is False
+    assert cfg.train.optim.no_decay == "official"
+    assert cfg.train.optim.bias_decay == ("vitb16" in cfg.model)
     families = {c["supercategory"] for c in json.loads(
         (shared_data / "mmpose-tests/ap10k/test_ap10k.json").read_text())["categories"]}
     assert set(cfg.regime.train_families) <= families
