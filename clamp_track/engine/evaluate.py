@@ -222,9 +222,11 @@ def oks_nms(keypoints: np.ndarray, scores: np.ndarray, areas: np.ndarray, sigmas
         threshold: Poses with OKS above this against a better one are dropped.
 
     Returns:
-        Indices of the kept poses, best first.
+        Indices of the kept poses, best first. Equal scores are visited in the official
+        code's order, ``scores.argsort()[::-1]``: numpy's default (not stable) sort reversed,
+        so with the same numpy the same one of two tied duplicates survives.
     """
-    order = np.argsort(-np.asarray(scores), kind="stable")
+    order = np.asarray(scores).argsort()[::-1]  # the official expression, ties included
     keep = []
     while order.size:
         i, rest = order[0], order[1:]
