@@ -147,3 +147,42 @@ def test_eval_runs_fp32_unless_fp16_is_asked_for(tmp_path, ap10k, monkeypatch):
             "--images", str(ap10k), "--workers", "0", "--device", "cpu", "--no-flip"]
     assert main(base) == 0 and main([*base, "--fp16"]) == 0
     assert calls == [False, True]
+
+
+def test_train_repeats_a_fewshot_row_over_seeds(tmp_path, ap10k, capsys):
+    import statistics
+
+    config = tmp_path / "fewshot.yaml"
+    data = yaml.safe_load(_tiny_config(tmp_path, ap10k).read_text())
+    data["regime"] = {"kind": "fewshot", "shots": 1, "seed": 99}
+    config.write_text(yaml.safe_dump(data))
+    out = tmp_path / "runs"
+    assert main(["train", str(config), "--seeds", "0-1,5", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "3 seeds (0, 1, 5), best validation of each run, mean ± sd:" in printed
+    summary = json.loads((out / "seeds.json").read_text())
+    assert summary["seeds"] == [0, 1, 5] and summary["checkpoint"] == "best"
+    for seed in (0, 1, 5):
+        run = out / f"seed{seed}"
+        assert json.loads((run / "samples.json").read_text())["seed"] == seed
+        resolved = yaml.safe_load((run / "config.resolved.yaml").read_text())
+        assert resolved["regime"]["seed"] == seed and resolved["train"]["seed"] == seed
+        with open(run / "val.csv", newline="") as fh:
+            (row,) = list(csv.DictReader(fh))
+        assert summary["per_seed"][str(seed)]["AP"] == pytest.approx(float(row["AP"]))
+    aps = [summary["per_seed"][str(s)]["AP"] for s in (0, 1, 5)]
+    assert summary["mean"]["AP"] == pytest.approx(statistics.fmean(aps))
+    assert summary["sd"]["AP"] == pytest.approx(statistics.stdev(aps))
+    ap_line = next(line for line in printed.splitlines() if line.split()[:1] == ["AP"])
+    assert f"{100 * summary['mean']['AP']:.1f} ± {100 * summary['sd']['AP']:.1f}" in ap_line
+    lines = (out / "seeds.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in lines] == ["seed", "0", "1", "5", "mean", "sd"]
+    # a finished repeat is not overwritten; --resume only reads the finished runs
+    assert main(["train", str(config), "--seeds", "0,1,5", "-o", str(out)]) == 2
+    assert "holds a run already" in capsys.readouterr().err
+    assert main(["train", str(config), "--seeds", "0,1,5", "-o", str(out), "--resume"]) == 0
+    assert json.loads((out / "seeds.json").read_text()) == summary
+    assert main(["train", str(config), "--seeds", "0,x"]) == 2
+    assert "--seeds '0,x': expected seeds such as 0,1,2 or 0-4" in capsys.readouterr().err
+    assert main(["train", str(config), "--seeds", "1,1"]) == 2
+    assert "distinct seeds" in capsys.readouterr().err
