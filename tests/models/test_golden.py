@@ -147,6 +147,12 @@ def test_train_losses_and_batchnorm(case):
     # only L_pose reaches the keypoint head's last layer, so its gradient must match exactly
     assert_close(model.keypoint_head.final_layer.weight.grad,
                  g["train/grad/keypoint_head.final_layer.weight"], atol=1e-7, rtol=1e-4)
+    # the gradient of the whole total, L_feature included (logit_scale gets it from L_feature
+    # alone; contexts and gamma from all three terms)
+    for name in ("contexts", "gamma", "logit_scale"):
+        ref = g[f"train/grad/{name}"]
+        assert_close(getattr(model, name).grad, ref, atol=1e-4 * float(ref.abs().max()),
+                     rtol=1e-4)
     modules = dict(model.named_modules())
     for key in [k for k in g if k.startswith("train/bn_after/")]:
         name, stat = key[len("train/bn_after/"):].rsplit(".", 1)
