@@ -385,7 +385,14 @@ def _restore(path: Path, parts: _Parts) -> _State:
             "resume with the same config or choose another output folder"
         )
     model.load_state_dict(ckpt.state_dict)
-    parts.optimizer.load_state_dict(train_state["optimizer"])
+    try:
+        parts.optimizer.load_state_dict(train_state["optimizer"])
+    except ValueError:  # parameter groups of another size
+        raise CheckpointError(
+            f"{path}: was trained with other optimizer parameter groups than this run's "
+            "(train.optim.no_decay / bias_decay, or frozen parts); resume with the run's "
+            "config.resolved.yaml"
+        ) from None
     parts.schedule.load_state_dict(train_state["schedule"])
     if train_state["scaler"]:  # empty when saved without AMP (e.g. on the CPU)
         parts.scaler.load_state_dict(train_state["scaler"])
