@@ -24,6 +24,10 @@ import torch
 import torch.nn.functional as F
 
 from clamp_track.models.config import ModelConfig
+from clamp_track.models.heatmaps import generate_targets
+
+#: Sigma of the official ``downtarget`` on the F grid (the heatmap sigma 2, divided by 4).
+DOWN_TARGET_SIGMA = 0.5
 
 
 def joints_mse_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -86,46 +90,6 @@ def feature_contrastive_loss(
     return (image_to_text + text_to_image) / 2
 
 
-def official_feature_cells(
-    keypoints: torch.Tensor,
-    visible: torch.Tensor,
-    input_size: tuple[int, int],
-    grid: tuple[int, int],
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The F cell and weight of every keypoint under the official ``downtarget``.
-
-    The official target generator draws a 4x4 patch (sigma 0.5, ``tmp_size`` 1.5, truncated
-    with ``int()``) around ``mu = int(coord / stride + 0.5)`` on the F grid; its one cell equal
-    to 1 lies at ``int(mu - 1.5) + 2``, which is ``mu`` for ``mu >= 2`` and ``mu + 1`` for
-    ``mu`` in {0, 1} (and for negative ``mu``). The weight is the visibility, cleared when the
-    patch lies wholly outside the grid; a weighted keypoint whose cell is off the grid keeps its
-    weight with a zero visual vector.
-
-    Args:
-        keypoints: (B, K, 2) keypoint (x, y) in input-crop pixels.
-        visible: (B, K) labelled (> 0) or not.
-        input_size: Crop (height, width) in pixels.
-        grid: F's (height, width) in cells.
-
-    Returns:
-        ``(col, row, weight)``: (B, K) int64 cell column and row (-1 where no cell is 1) and
-        (B, K) float32 weights.
-    """
-    height, width = input_size
-    rows, cols = grid
-    stride = keypoints.new_tensor([width / cols, height / rows], dtype=torch.float64)
-    size = torch.tensor([cols, rows], device=keypoints.device)
-    mu = torch.trunc(keypoints.double() / stride + 0.5)  # Python int(): towards zero
-    ul = torch.trunc(mu - 1.5).long()
-    br = torch.trunc(mu + 2.5).long()
-    inside = ((ul < size) & (br >= 0)).all(dim=-1)
-    weight = ((visible > 0) & inside).float()
-    peak = ul + 2
-    on_grid = ((peak >= 0) & (peak < size)).all(dim=-1) & (weight > 0.5)
-    peak = torch.where(on_grid[..., None], peak, torch.full_like(peak, -1))
-    return peak[..., 0], peak[..., 1], weight
-
-
 def official_feature_loss(
     dense: torch.Tensor,
     prompts: torch.Tensor,
@@ -135,6 +99,13 @@ def official_feature_loss(
     logit_scale: torch.Tensor,
 ) -> torch.Tensor:
     """L_feature as the official code computes it (see the module docstring).
+
+    The visual vector of a keypoint is the sum of F over the cells where its official
+    ``downtarget`` equals 1: :func:`~clamp_track.models.heatmaps.generate_targets` on F's grid
+    with sigma 0.5 (the heatmap sigma 2 / 4), whose 4x4 patch (``int()``-truncated
+    ``tmp_size`` 1.5) puts the 1 at ``int(mu - 1.5) + 2``: ``mu = int(x / stride + 0.5)`` for
+    ``mu >= 2``, ``mu + 1`` for ``mu`` in {0, 1}, and nowhere past the bottom/right border
+    (a zero vector that keeps its weight).
 
     Args:
         dense: (B, D, h, w) dense visual features F.
@@ -148,21 +119,18 @@ def official_feature_loss(
     Returns:
         Scalar loss (mean of the image->text and text->image terms, before the loss weight).
     """
-    b, d, h, w = dense.shape
-    k = prompts.shape[1]
-    col, row, weight = official_feature_cells(keypoints, visible, input_size, (h, w))
-    flat = dense.float().flatten(2)  # (B, D, h*w)
-    cell = (row * w + col).clamp(min=0)
-    visual = flat.gather(2, cell[:, None, :].expand(b, d, k)).transpose(1, 2)  # (B, K, D)
-    visual = visual * (col >= 0)[..., None]  # no cell equals 1: a zero vector
-    visual = F.normalize(visual, dim=-1)
+    b, k = prompts.shape[:2]
+    down, weight = generate_targets(keypoints, visible, input_size, tuple(dense.shape[-2:]),
+                                    DOWN_TARGET_SIGMA)
+    mask = (down == 1).float()  # (B, K, h, w): at most one cell per keypoint
+    visual = torch.einsum("bkhw,bdhw->bkd", mask, dense.float())
+    visual = F.normalize(visual, dim=-1)  # a zero vector stays zero
     text = F.normalize(prompts.float(), dim=-1)
     logits = logit_scale.float().exp() * visual @ text.transpose(1, 2)  # [b, i, j] = <v_i, t_j>
     labels = torch.arange(k, device=dense.device).expand(b, -1)
     # dim 1 holds the classes, as nn.CrossEntropyLoss reads a (B, K, K) input
     ce_visual = F.cross_entropy(logits, labels, reduction="none")
     ce_text = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none")
-    weight = weight.to(logits.device)
     return ((ce_visual * weight).mean() + (ce_text * weight).mean()) / 2
 
 

@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from clamp_track.models import create_model
+from clamp_track.models.heatmaps import generate_targets
 from clamp_track.models.losses import (
+    DOWN_TARGET_SIGMA,
     crop_valid,
     feature_contrastive_loss,
     joints_mse_loss,
-    official_feature_cells,
     official_feature_loss,
 )
 
@@ -93,6 +94,17 @@ def test_total_loss_weights_and_ablations():
     assert losses["spatial"].item() == pytest.approx(0.4 * unweighted.item(), rel=1e-6)
 
 
+def _official_cells(kp, vis, grid):
+    """(col, row) of the down-target cell equal to 1 (-1 where none) and the weights."""
+    down, weight = generate_targets(kp, vis, (256, 256), grid, DOWN_TARGET_SIGMA)
+    hit = (down == 1).flatten(2)
+    assert (hit.sum(-1) <= 1).all()
+    cell = torch.where(hit.any(-1), hit.float().argmax(-1), -1)
+    col = torch.where(cell >= 0, cell % grid[1], -1)
+    row = torch.where(cell >= 0, cell // grid[1], -1)
+    return col, row, weight
+
+
 def test_official_cells_border_quirks():
     # 256 px crop, 8x8 grid (stride 32): cell int(x/32 + 0.5), shifted +1 for mu in {0, 1}
     kp = torch.tensor([[[100.0, 100.0],   # mu 3 -> cell 3 (the keypoint lies in cell 3: 96..128)
@@ -105,7 +117,7 @@ def test_official_cells_border_quirks():
                         [50.0, 400.0],    # mu 13: patch off the grid, weight 0
                         [50.0, 50.0]]])   # invisible
     vis = torch.tensor([[1, 1, 1, 1, 1, 1, 1, 1, 0]])
-    col, row, weight = official_feature_cells(kp, vis, (256, 256), (8, 8))
+    col, row, weight = _official_cells(kp, vis, (8, 8))
     assert col.tolist() == [[3, 3, 1, 2, -1, 1, -1, -1, -1]]
     assert row.tolist() == [[3, 5, 1, 2, -1, 2, -1, -1, -1]]  # y 20: mu 1 -> 2
     assert weight.tolist() == [[1, 1, 1, 1, 1, 1, 1, 0, 0]]
