@@ -4,9 +4,10 @@
     clamp-track eval --predictions RESULTS.json --data ANN.json [--json OUT]
 
 With ``--weights`` the official protocol runs (ground-truth boxes, flip test, rescoring, OKS
-NMS); a results file (COCO keypoint results format, keypoints in the annotation file's order)
-is scored as it is. The keypoint set, and so the OKS sigmas, comes from the annotation file's
-category or ``--keypoints``.
+NMS) in fp32, the official test precision (``--fp16``: fp16 autocast on CUDA); a results file
+(COCO keypoint results format, keypoints in the annotation file's order) is scored as it is.
+The keypoint set, and so the OKS sigmas, comes from the annotation file's category or
+``--keypoints``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ def add_parser(sub) -> None:
     parser.add_argument("--save-predictions", metavar="RESULTS",
                         help="with --weights: write the COCO keypoint results here")
     parser.add_argument("--no-flip", action="store_true", help="without flip test")
+    parser.add_argument("--fp16", action="store_true",
+                        help="fp16 autocast on CUDA (faster; default fp32, the official "
+                        "test precision)")
     parser.add_argument("--batch-size", type=int, default=32, help="crops per forward pass")
     parser.add_argument("--workers", type=int, default=2, help="data loading processes")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
@@ -88,7 +92,8 @@ def _eval_weights(args) -> dict:
     device = resolve_device(args.device)
     model.to(device)
     config = EvalConfig(flip_test=not args.no_flip, batch_size=args.batch_size)
-    result = evaluate(model, dataset, config, device=device, workers=args.workers)
+    result = evaluate(model, dataset, config, device=device, workers=args.workers,
+                      amp=args.fp16)
     if args.save_predictions:
         results = file_order_results(result.results, data.columns)
         atomic_write_text(args.save_predictions, json.dumps(results) + "\n")

@@ -8,14 +8,19 @@ same samples with any number of DataLoader workers and after a resume.
 What is drawn, in this order (numbers are the official AP-10K recipe, mmpose 0.x semantics):
 
 1. Box-centre jitter: with probability ``shift_prob`` (0.3) the centre moves by up to
-   ``shift`` (±0.2) of the box width/height, uniformly. (mmpose 0.x draws this once per
-   record when the dataset is built; here it is drawn per sample.)
+   ``shift`` (±0.2) of the box width/height, uniformly. As in mmpose 0.x (the official code),
+   where it happens once per record when the dataset is built, it is drawn once per instance
+   (from ``(seed, index)`` only), so 30 % of the instances keep one fixed offset in every
+   epoch; ``shift_redraw=True`` draws it anew every epoch instead.
 2. Horizontal flip with probability ``flip_prob`` (0.5); left/right keypoint channels swap.
 3. Half-body with probability ``half_body_prob`` (0.3) when more than
    ``half_body_min_keypoints`` (8) keypoints are labelled and the keypoint set defines an upper
    body (user-defined sets without one skip it): the crop becomes the box of the upper
    or the lower body's labelled keypoints (upper with probability P(N(0,1) < 0.5) ≈ 0.69, as
    the official code's ``randn() < 0.5``), widened to the aspect ratio and scaled by 1.5.
+   The official pipeline flips before it picks the halves, so the upper-body list applies to
+   the *flipped* channels; for a list that is not left/right symmetric (AP-10K's marks the
+   right front paw as lower) a flipped sample uses the mirrored list, as there.
 4. Scale ×clip(N(1, ``scale``), 1 - scale, 1 + scale) with ``scale`` 0.5, i.e. ×[0.5, 1.5].
 5. Rotation clip(N(0, ``rotation``), ±2·rotation) degrees (±40, clipped ±80) with probability
    ``rotation_prob`` (0.6).
@@ -50,6 +55,8 @@ class AugmentConfig:
         rotation_prob: Probability of rotating at all.
         shift_prob: Probability of jittering the box centre.
         shift: Largest centre shift as a fraction of the box width/height.
+        shift_redraw: Draw the centre jitter anew every epoch; False (official): once per
+            instance, the same in every epoch.
     """
 
     flip_prob: float = 0.5
@@ -60,6 +67,7 @@ class AugmentConfig:
     rotation_prob: float = 0.6
     shift_prob: float = 0.3
     shift: float = 0.2
+    shift_redraw: bool = False
 
     def __post_init__(self):
         check_fractions(self, "flip_prob", "half_body_prob", "rotation_prob", "shift_prob")
@@ -86,6 +94,7 @@ def random_geometry(
     keypoint_set: KeypointSet,
     cfg: AugmentConfig,
     aspect_ratio: float,
+    shift_rng: np.random.Generator | None = None,
 ) -> CropGeometry:
     """Draw the augmentation of one sample.
 
@@ -98,19 +107,22 @@ def random_geometry(
         keypoint_set: Gives the upper-body indices for half-body crops.
         cfg: What to draw.
         aspect_ratio: Model input width / height.
+        shift_rng: Generator of the centre jitter (the instance's own, so that the jitter is
+            the same in every epoch); default: ``rng``.
 
     Returns:
         The drawn :class:`CropGeometry`.
     """
     center = np.asarray(center, np.float64).copy()
     scale = np.asarray(scale, np.float64).copy()
-    if rng.random() < cfg.shift_prob:
-        center += (rng.random(2) - 0.5) * 2 * cfg.shift * bbox[2:4]
+    shift_rng = rng if shift_rng is None else shift_rng
+    if shift_rng.random() < cfg.shift_prob:
+        center += (shift_rng.random(2) - 0.5) * 2 * cfg.shift * bbox[2:4]
     flip = bool(rng.random() < cfg.flip_prob)
     labelled = keypoints[:, 2] > 0
     if (keypoint_set.upper_body and labelled.sum() > cfg.half_body_min_keypoints
             and rng.random() < cfg.half_body_prob):
-        half = half_body(rng, keypoints[:, :2], labelled, keypoint_set, aspect_ratio)
+        half = half_body(rng, keypoints[:, :2], labelled, keypoint_set, aspect_ratio, flip)
         if half is not None:
             center, scale = half
     scale = scale * np.clip(rng.normal() * cfg.scale + 1, 1 - cfg.scale, 1 + cfg.scale)
@@ -127,6 +139,7 @@ def half_body(
     labelled: np.ndarray,
     keypoint_set: KeypointSet,
     aspect_ratio: float,
+    flipped: bool = False,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Centre and scale of a crop around the upper or the lower body's labelled keypoints.
 
@@ -136,12 +149,17 @@ def half_body(
         labelled: (K,) bool mask of labelled keypoints.
         keypoint_set: Defines the upper body; the rest is the lower body.
         aspect_ratio: Model input width / height.
+        flipped: The sample is mirrored: the upper-body list names the flipped channels, so
+            keypoint ``j`` counts as upper when its flip twin is listed (official order: flip,
+            then half-body).
 
     Returns:
         ``(center, scale)`` or None when the chosen half has fewer than 2 labelled keypoints.
     """
     upper = np.zeros(len(points), bool)
     upper[list(keypoint_set.upper_body)] = True
+    if flipped:
+        upper = upper[keypoint_set.flip_permutation()]
     upper_idx = np.flatnonzero(labelled & upper)
     lower_idx = np.flatnonzero(labelled & ~upper)
     if rng.random() < HALF_BODY_UPPER_PROB and len(upper_idx) > 2:

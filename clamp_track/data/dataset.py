@@ -34,6 +34,8 @@ from clamp_track.skeleton import KeypointSet
 
 #: Heatmap Gaussian sigma in heatmap cells (official: 2).
 TARGET_SIGMA = 2.0
+#: Seed-stream tag of the per-instance centre jitter (kept apart from the per-epoch draws).
+SHIFT_STREAM = 1_000_003
 
 
 class TopDownDataset(torch.utils.data.Dataset):
@@ -41,7 +43,8 @@ class TopDownDataset(torch.utils.data.Dataset):
 
     Indexing with an int gives the un-augmented sample (or epoch 0's draw); the training loader
     indexes with ``(epoch, index)`` keys (see :class:`EpochSampler`) so every epoch draws new,
-    reproducible augmentations.
+    reproducible augmentations; the box-centre jitter is the instance's own, the same in every
+    epoch, unless ``augment.shift_redraw`` (see :mod:`clamp_track.data.augment`).
 
     Args:
         records: The instances (keypoints in ``keypoints``' order).
@@ -109,8 +112,11 @@ class TopDownDataset(torch.utils.data.Dataset):
         center, scale, rotation, flip = center[0], scale[0], 0.0, False
         if self.augment is not None:
             rng = np.random.default_rng((self.seed, int(epoch), int(index)))
+            shift_rng = None  # official: the centre jitter is the instance's, in every epoch
+            if not self.augment.shift_redraw:
+                shift_rng = np.random.default_rng((self.seed, SHIFT_STREAM, int(index)))
             geo = random_geometry(rng, center, scale, rec.bbox, rec.keypoints, self.keypoints,
-                                  self.augment, self.aspect_ratio)
+                                  self.augment, self.aspect_ratio, shift_rng)
             center, scale, rotation, flip = geo.center, geo.scale, geo.rotation, geo.flip
         height, width = self.input_size
         matrix = affine_matrix(center[None], scale[None], (width, height), rotation)[0]
@@ -232,12 +238,14 @@ class Batch:
         targets: (B, K, h, w) heatmap targets.
         target_weights: (B, K) keypoint weights (labelled and near the crop).
         keypoints: (B, K, 2) crop-pixel keypoints (for L_feature).
+        visible: (B, K) 1 for labelled keypoints (the official L_feature's weights).
     """
 
     images: torch.Tensor
     targets: torch.Tensor
     target_weights: torch.Tensor
     keypoints: torch.Tensor
+    visible: torch.Tensor
 
 
 def normalize_images(images: torch.Tensor, config: ModelConfig) -> torch.Tensor:
@@ -255,4 +263,4 @@ def prepare_batch(batch: dict, config: ModelConfig, device: torch.device) -> Bat
     targets, weights = generate_targets(
         keypoints, visible, config.input_size, config.heatmap_size, TARGET_SIGMA
     )
-    return Batch(normalize_images(images, config), targets, weights, keypoints)
+    return Batch(normalize_images(images, config), targets, weights, keypoints, visible)

@@ -8,7 +8,8 @@ The entry points other parts call (CLI, fine-tuning on corrections, GUI workers)
                  val_set=val_set, callback=on_progress)   # -> TrainResult (last.pt, best.pt)
     metrics = evaluate(model, val_set).metrics             # AP, AP50, ..., PCK@0.1
 
-``run_training(TrainConfig)`` is the same for a COCO-file run described by a YAML preset, and
+``run_training(TrainConfig)`` is the same for a COCO-file run described by a YAML preset
+(``run_seeds`` repeats it over seeds and reports mean ± sd), and
 ``finetune(stores, FinetuneConfig())`` the small-data recipe on a user's corrections.
 Names are imported lazily.
 """
@@ -24,7 +25,8 @@ _EXPORTS = {
     "EvalConfig": "evaluate", "EvalResult": "evaluate", "evaluate": "evaluate",
     "predict": "evaluate", "coco_metrics": "evaluate", "format_metrics": "evaluate",
     "RegimeConfig": "regimes", "fewshot_indices": "regimes",
-    "TrainConfig": "experiment", "run_training": "experiment",
+    "TrainConfig": "experiment", "run_training": "experiment", "run_seeds": "experiment",
+    "SeedSummary": "experiment",
     "finetune": "finetune", "FinetuneConfig": "finetune", "FinetuneResult": "finetune",
     "FinetuneProgress": "finetune",
 }

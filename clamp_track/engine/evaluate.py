@@ -94,7 +94,7 @@ class EvalResult:
 
 
 def predict(model, dataset, *, batch_size: int = 32, flip_test: bool = True, device=None,
-            workers: int = 0, amp: bool = True) -> Predictions:
+            workers: int = 0, amp: bool = False) -> Predictions:
     """Run ``model`` on every record's un-augmented crop.
 
     Args:
@@ -104,7 +104,7 @@ def predict(model, dataset, *, batch_size: int = 32, flip_test: bool = True, dev
         flip_test: Average with the flipped crops' heatmaps.
         device: Where to run (default: the model's device).
         workers: DataLoader workers.
-        amp: fp16 autocast on CUDA.
+        amp: fp16 autocast on CUDA (default fp32, as the official test configs).
 
     Returns:
         The :class:`Predictions`.
@@ -222,9 +222,11 @@ def oks_nms(keypoints: np.ndarray, scores: np.ndarray, areas: np.ndarray, sigmas
         threshold: Poses with OKS above this against a better one are dropped.
 
     Returns:
-        Indices of the kept poses, best first.
+        Indices of the kept poses, best first. Equal scores are visited in the official
+        code's order, ``scores.argsort()[::-1]``: numpy's default (not stable) sort reversed,
+        so with the same numpy the same one of two tied duplicates survives.
     """
-    order = np.argsort(-np.asarray(scores), kind="stable")
+    order = np.asarray(scores).argsort()[::-1]  # the official expression, ties included
     keep = []
     while order.size:
         i, rest = order[0], order[1:]
@@ -309,7 +311,7 @@ def pck(predicted: np.ndarray, keypoints: np.ndarray, boxes: np.ndarray,
 
 
 def evaluate(model, dataset, config: EvalConfig = EvalConfig(), *, device=None,
-             workers: int = 0, amp: bool = True) -> EvalResult:
+             workers: int = 0, amp: bool = False) -> EvalResult:
     """Predict, rescore, OKS-NMS and score a dataset: COCO AP/AR and PCK.
 
     Args:
@@ -319,7 +321,7 @@ def evaluate(model, dataset, config: EvalConfig = EvalConfig(), *, device=None,
         config: Protocol settings.
         device: Where to run (default: the model's device).
         workers: DataLoader workers.
-        amp: fp16 autocast on CUDA.
+        amp: fp16 autocast on CUDA (default fp32, as the official test configs).
 
     Returns:
         The :class:`EvalResult`.

@@ -4,7 +4,8 @@
 recipe); :func:`run_training` reads the COCO files, applies the regime, builds the model and
 calls :func:`~clamp_track.engine.trainer.fit`. Next to the checkpoints it writes
 ``config.resolved.yaml`` (every setting, defaults included) and ``samples.json`` (the exact
-training and validation instances, with the sampling seed).
+training and validation instances, with the sampling seed). :func:`run_seeds` repeats a run
+over several seeds (few-/zero-shot rows) and reports every metric's mean ± sd.
 
 Relative data paths are resolved against ``data.root``, and a relative ``data.root`` against
 the current directory.
@@ -14,8 +15,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -74,18 +77,21 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelOverrides:
-    """Model-config fields a run may change (the paper's ablations); None keeps the variant's.
+    """Model-config fields a run may change (loss and ablations); None keeps the variant's.
 
     Attributes:
         pose_weight: Weight of L_pose.
         spatial_weight: Weight of L_spatial (0: without L_spatial).
         feature_weight: Weight of L_feature (0: without L_feature).
+        feature_loss: ``"official"`` (the official code's L_feature, every preset) or
+            ``"bilinear"`` (see :mod:`clamp_track.models.losses`).
         use_prompt_encoder: False: without the prompt encoder.
     """
 
     pose_weight: float | None = None
     spatial_weight: float | None = None
     feature_weight: float | None = None
+    feature_loss: Literal["official", "bilinear"] | None = None
     use_prompt_encoder: bool | None = None
 
     def apply(self, config: ModelConfig) -> ModelConfig:
@@ -230,3 +236,153 @@ def run_training(
                                  ground_truth=val.ground_truth)
     return fit(model, train_set, cfg.train, out, val_set=val_set, resume=resume,
                callback=callback, extra={"run": to_dict(cfg)})
+
+
+@dataclass(frozen=True)
+class SeedSummary:
+    """What :func:`run_seeds` returns: every seed's metrics and their mean and spread.
+
+    Attributes:
+        output: Folder holding ``seed<N>/`` runs, ``seeds.json`` and ``seeds.csv``.
+        seeds: The seeds, in run order.
+        checkpoint: Which validation each run contributes: ``"best"`` (the one with the best
+            ``train.eval.best_metric``, the checkpoint the official configs keep with
+            ``save_best``) or ``"final"``.
+        per_seed: ``{seed: metrics}`` (fractions, as ``val.csv``).
+        mean: Mean of every metric over the seeds.
+        sd: Sample standard deviation (n - 1; 0 for one seed).
+    """
+
+    output: Path
+    seeds: tuple[int, ...]
+    checkpoint: str
+    per_seed: dict[int, dict[str, float]]
+    mean: dict[str, float]
+    sd: dict[str, float]
+
+    def format(self) -> str:
+        """``AP 54.0 ± 0.8`` lines (percent, as the paper), one per metric."""
+        lines = [f"{len(self.seeds)} seeds ({', '.join(map(str, self.seeds))}), "
+                 f"{self.checkpoint} validation of each run, mean ± sd:"]
+        for key, mean in self.mean.items():
+            if mean < 0:
+                lines.append(f"{key:>8}   n/a")
+                continue
+            values = ", ".join(f"{100 * m[key]:.1f}" for m in self.per_seed.values())
+            lines.append(f"{key:>8} {100 * mean:5.1f} ± {100 * self.sd[key]:.1f}   ({values})")
+        return "\n".join(lines)
+
+
+def seed_config(cfg: TrainConfig, seed: int) -> TrainConfig:
+    """``cfg`` with every seed set to ``seed``.
+
+    That is the few-shot draw (``regime.seed``) and the initialisation, sample order and
+    augmentations (``train.seed``).
+    """
+    return replace(cfg, regime=replace(cfg.regime, seed=seed),
+                   train=replace(cfg.train, seed=seed))
+
+
+def run_metrics(run: Path, best_metric: str, checkpoint: str = "best") -> dict[str, float]:
+    """The metrics of one run's ``val.csv``: the best validation by ``best_metric``, or the last.
+
+    Raises:
+        InputError: If the run has no validation.
+    """
+    import csv
+
+    from clamp_track.engine.trainer import VAL_COLUMNS
+
+    path = Path(run) / "val.csv"
+    rows = []
+    if path.is_file():
+        with open(path, newline="") as fh:
+            rows = [r for r in csv.DictReader(fh) if r.get(best_metric)]
+    if not rows:
+        raise InputError(f"{path}: no validation to summarise; the config needs data.val")
+    row = max(rows, key=lambda r: float(r[best_metric])) if checkpoint == "best" else rows[-1]
+    return {k: float(row[k]) for k in VAL_COLUMNS if k not in ("epoch", "step") and row.get(k)}
+
+
+def run_seeds(
+    cfg: TrainConfig,
+    seeds: Sequence[int],
+    *,
+    output: str | Path | None = None,
+    resume: bool = False,
+    checkpoint: str = "best",
+    callback: Callback | None = None,
+) -> SeedSummary:
+    """Train one config once per seed and summarise the spread (few-/zero-shot rows).
+
+    Each seed's run goes to ``output/seed<N>/`` (a normal run folder); ``output/seeds.json``
+    and ``output/seeds.csv`` get every seed's metrics and their mean ± sd.
+
+    Args:
+        cfg: The run (its ``regime.seed`` and ``train.seed`` are replaced by each seed).
+        seeds: Distinct seeds.
+        output: Parent folder (default ``cfg.output``, else ``runs/train``).
+        resume: Continue unfinished seed runs (finished ones are only read).
+        checkpoint: ``"best"`` or ``"final"`` validation of each run.
+        callback: Progress callback of every run.
+
+    Returns:
+        The :class:`SeedSummary`.
+
+    Raises:
+        InputError: If seeds repeat, or a seed's folder holds a run and ``resume`` is False.
+    """
+    seeds = tuple(int(s) for s in seeds)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise InputError(f"--seeds: give distinct seeds, got {list(seeds)}")
+    if checkpoint not in ("best", "final"):
+        raise ValueError(f"checkpoint must be 'best' or 'final', got {checkpoint!r}")
+    out = Path(output or cfg.output or "runs/train")
+    for seed in seeds:
+        run = out / f"seed{seed}"
+        log.info("seed %d -> %s", seed, run)
+        run_training(seed_config(cfg, seed), output=run,
+                     resume=resume and (run / LAST).is_file(), callback=callback)
+    return summarise_seeds(out, seeds, cfg.train.eval.best_metric, checkpoint,
+                           description=cfg.description)
+
+
+def summarise_seeds(output: str | Path, seeds: Sequence[int], best_metric: str = "AP",
+                    checkpoint: str = "best", *, description: str = "") -> SeedSummary:
+    """Mean ± sd of the runs ``output/seed<N>/`` and write ``seeds.json`` / ``seeds.csv``.
+
+    Args:
+        output: Parent folder of the seed runs.
+        seeds: Their seeds.
+        best_metric: Metric that picks each run's best validation.
+        checkpoint: ``"best"`` or ``"final"`` validation of each run.
+        description: Stored in ``seeds.json`` (the config's description).
+
+    Returns:
+        The :class:`SeedSummary`.
+    """
+    import statistics
+
+    out = Path(output)
+    seeds = tuple(int(s) for s in seeds)
+    per_seed = {s: run_metrics(out / f"seed{s}", best_metric, checkpoint) for s in seeds}
+    keys = [k for k in per_seed[seeds[0]] if all(k in m for m in per_seed.values())]
+    mean, sd = {}, {}
+    for k in keys:
+        values = [m[k] for m in per_seed.values()]
+        if min(values) < 0:  # -1: COCOeval had nothing to score (e.g. no medium animals)
+            mean[k] = sd[k] = -1.0
+            continue
+        mean[k] = statistics.fmean(values)
+        sd[k] = statistics.stdev(values) if len(values) > 1 else 0.0
+    summary = SeedSummary(out, seeds, checkpoint, per_seed, mean, sd)
+    atomic_write_text(out / "seeds.json", json.dumps({
+        "config": description, "seeds": list(seeds), "checkpoint": checkpoint,
+        "per_seed": {str(s): m for s, m in per_seed.items()}, "mean": mean, "sd": sd,
+    }, indent=1) + "\n")
+    lines = [",".join(["seed", *keys])]
+    lines += [",".join([str(s), *(f"{m[k]:.6g}" for k in keys)]) for s, m in per_seed.items()]
+    lines += [",".join(["mean", *(f"{mean[k]:.6g}" for k in keys)]),
+              ",".join(["sd", *(f"{sd[k]:.6g}" for k in keys)])]
+    atomic_write_text(out / "seeds.csv", "\n".join(lines) + "\n")
+    return summary

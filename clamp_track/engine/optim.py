@@ -1,16 +1,26 @@
 """Optimiser and learning-rate schedule of the official recipe (``clamp-model-spec.md`` §2).
 
 **Parameter groups.** The official configs build AdamW with mmcv's ``paramwise_cfg``
-``custom_keys``: ``text_encoder`` lr ×0, ``backbone`` lr ×0.1 (ViT; RN50 keeps the full rate) and
-``norm`` decay ×0. mmcv applies only the *longest* key found in a parameter's name, so ``norm``
-never reaches backbone or text-encoder parameters, and CLIP's layers are called ``ln_*`` /
-``bn*`` anyway: in effect only the context decoder's ``norm1/2/3`` LayerNorms go without weight
-decay. ``no_decay="official"`` (the default, for reproducing the paper) does exactly that.
-``no_decay="norm_bias"`` is the common modern choice — no decay on every norm, bias, embedding
-and scalar (all parameters with fewer than 2 dimensions, plus positional/class embeddings and
-the learnable prompt contexts) — which can help small fine-tuning sets; with weight decay 1e-4
-the two barely differ. The text encoder is frozen (``requires_grad=False``), so it is simply
-not in any group; gradients still reach ``contexts`` through it.
+``custom_keys``, matched as substrings of a parameter's name, longest key first, and only the
+first match applies:
+
+* RN50 (``CLAMP_res50_ap10k_256x256.py``): ``text_encoder`` lr ×0, ``bias`` decay ×0, ``norm``
+  decay ×0. So *every* bias (93 tensors in CLAMP RN50 besides the context decoder's ``norm``
+  biases: convolutions, linear layers, the attention pool's and the prompt encoder's
+  ``in_proj_bias``, the heads) and the context decoder's ``norm1/2/3`` LayerNorms go without
+  weight decay. CLIP's layers are called ``ln_*`` / ``bn*``, so ``norm`` reaches nothing else.
+* ViT-B (``CLAMP_ViTB_ap10k_256x256.py``): ``text_encoder`` lr ×0, ``backbone`` lr ×0.1,
+  ``norm`` decay ×0; ``backbone`` is the longer key, so ``norm`` never reaches backbone
+  parameters: only the context decoder's ``norm1/2/3`` go without decay, and biases decay.
+
+``no_decay="official"`` (the default, for reproducing the paper) does exactly that, with
+``bias_decay`` choosing between the two configs (False: RN50, the default; True: ViT-B; every
+preset states it). ``no_decay="norm_bias"`` is the common modern choice — no decay on every
+norm, bias, embedding and scalar (all parameters with fewer than 2 dimensions, plus
+positional/class embeddings and the learnable prompt contexts) — which can help small
+fine-tuning sets; with weight decay 1e-4 the choices barely differ. The text encoder is frozen
+(``requires_grad=False``), so it is simply not in any group; gradients still reach ``contexts``
+through it.
 
 **Schedule** (mmcv's ``step`` policy with linear warm-up): the rate of epoch ``e`` is
 ``lr * gamma ** (number of milestones <= e)``; during the first ``warmup_iters`` iterations it is
@@ -39,8 +49,11 @@ class OptimConfig:
         betas: AdamW betas.
         backbone_lr_mult: Learning-rate multiplier of the image backbone (0.1 for ViT-B).
         no_decay: Which parameters skip weight decay: ``"official"`` (names containing
-            ``norm`` outside backbone/text encoder) or ``"norm_bias"`` (all norms, biases,
-            embeddings and scalars).
+            ``norm`` outside backbone/text encoder, and biases unless ``bias_decay``) or
+            ``"norm_bias"`` (all norms, biases, embeddings and scalars).
+        bias_decay: With ``no_decay="official"``: biases get weight decay, as in the official
+            ViT-B config; False (the default): they do not, as in the official RN50 config
+            (``bias`` decay ×0).
         warmup_iters: Linear warm-up iterations (0 disables it).
         warmup_ratio: Learning-rate factor of the first warm-up iteration.
         milestones: Epochs (0-based) from which the rate is multiplied by ``gamma`` again.
@@ -53,6 +66,7 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     backbone_lr_mult: float = 1.0
     no_decay: Literal["official", "norm_bias"] = "official"
+    bias_decay: bool = False
     warmup_iters: int = 500
     warmup_ratio: float = 0.001
     milestones: tuple[int, ...] = (170, 200)
@@ -66,9 +80,11 @@ class OptimConfig:
             raise ValueError(f"milestones must be increasing, got {list(self.milestones)}")
 
 
-def decays(name: str, param: torch.Tensor, rule: str) -> bool:
-    """Whether parameter ``name`` gets weight decay under ``rule``."""
+def decays(name: str, param: torch.Tensor, rule: str, bias_decay: bool = False) -> bool:
+    """Whether parameter ``name`` gets weight decay under ``rule`` (see the module docstring)."""
     if rule == "official":
+        if not bias_decay and "bias" in name:
+            return False
         return not ("norm" in name and not name.startswith(("backbone.", "text_encoder.")))
     if param.ndim < 2:
         return False
@@ -86,7 +102,7 @@ def parameter_groups(model: torch.nn.Module, cfg: OptimConfig) -> list[dict]:
         if not param.requires_grad:
             continue
         backbone = name.startswith("backbone.")
-        decay = decays(name, param, cfg.no_decay)
+        decay = decays(name, param, cfg.no_decay, cfg.bias_decay)
         group = groups.get((backbone, decay))
         if group is None:
             lr = cfg.lr * (cfg.backbone_lr_mult if backbone else 1.0)

@@ -57,7 +57,8 @@ class LoopConfig:
         eval: Validation protocol and the metric that picks ``best.pt``.
         val_interval: Validate every this many epochs (and after the last).
         checkpoint_interval: Write ``last.pt`` every this many epochs (and after the last).
-        amp: fp16 mixed precision with loss scaling on CUDA (ignored on the CPU).
+        amp: fp16 mixed precision with loss scaling on CUDA, validation included (ignored on
+            the CPU). Off by default: the official configs train and test in fp32.
         device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         seed: Seed of the sample order, the augmentations and torch's RNG.
         progress_bar: Show a tqdm bar (the GUI turns it off and uses the callback).
@@ -70,7 +71,7 @@ class LoopConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     val_interval: int = 10
     checkpoint_interval: int = 10
-    amp: bool = True
+    amp: bool = False
     device: str = "auto"
     seed: int = 0
     progress_bar: bool = True
@@ -308,7 +309,7 @@ class _Run:
         b = prepare_batch(batch, p.model.config, p.device)
         with torch.autocast(p.device.type, torch.float16, enabled=p.amp):
             outputs = p.model(b.images)
-        losses = p.model.loss(outputs, b.targets, b.target_weights, b.keypoints)
+        losses = p.model.loss(outputs, b.targets, b.target_weights, b.keypoints, b.visible)
         if not math.isfinite(losses["total"].item()):
             raise FloatingPointError(
                 f"the loss became {losses['total'].item()} at step {self.state.step}; "
@@ -384,7 +385,14 @@ def _restore(path: Path, parts: _Parts) -> _State:
             "resume with the same config or choose another output folder"
         )
     model.load_state_dict(ckpt.state_dict)
-    parts.optimizer.load_state_dict(train_state["optimizer"])
+    try:
+        parts.optimizer.load_state_dict(train_state["optimizer"])
+    except ValueError:  # parameter groups of another size
+        raise CheckpointError(
+            f"{path}: was trained with other optimizer parameter groups than this run's "
+            "(train.optim.no_decay / bias_decay, or frozen parts); resume with the run's "
+            "config.resolved.yaml"
+        ) from None
     parts.schedule.load_state_dict(train_state["schedule"])
     if train_state["scaler"]:  # empty when saved without AMP (e.g. on the CPU)
         parts.scaler.load_state_dict(train_state["scaler"])

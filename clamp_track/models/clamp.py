@@ -33,11 +33,11 @@ class PoseModel(nn.Module):
     config: ModelConfig
     keypoints: KeypointSet
 
-    def loss(self, outputs: dict, targets, target_weights, keypoints=None) -> dict:
+    def loss(self, outputs: dict, targets, target_weights, keypoints=None, visible=None) -> dict:
         """Weighted loss terms and ``total`` for a training forward (see ``pose_losses``)."""
         return pose_losses(
             self.config, outputs, targets, target_weights, keypoints,
-            getattr(self, "logit_scale", None),
+            getattr(self, "logit_scale", None), visible,
         )
 
     @property

@@ -106,6 +106,10 @@ class ModelConfig:
         pose_weight: Weight of L_pose (heatmap MSE).
         spatial_weight: Weight alpha1 of L_spatial (0 disables the term and its head's use).
         feature_weight: Weight alpha2 of L_feature (0 disables the term).
+        feature_loss: How L_feature is computed: ``"official"`` (the official code's
+            nearest-cell loss over all keypoints, every preset) or ``"bilinear"`` (features
+            sampled at the exact keypoint, visible keypoints only); see
+            :mod:`clamp_track.models.losses`.
         input_size: Model input (height, width) in pixels.
         mean: Per-channel RGB mean of the input normalisation (ImageNet, as the official code).
         std: Per-channel RGB std of the input normalisation.
@@ -127,12 +131,16 @@ class ModelConfig:
     pose_weight: float = 1.0
     spatial_weight: float = 0.4
     feature_weight: float = 0.0005
+    feature_loss: Literal["official", "bilinear"] = "official"
     input_size: tuple[int, int] = (256, 256)
     mean: tuple[float, float, float] = field(default=IMAGENET_MEAN)
     std: tuple[float, float, float] = field(default=IMAGENET_STD)
     heatmap_stride: int = 4
 
     def __post_init__(self):
+        if self.feature_loss not in ("official", "bilinear"):
+            raise ValueError(f"feature_loss must be 'official' or 'bilinear', got "
+                             f"{self.feature_loss!r}")
         if self.arch == "clamp" and self.text is None:
             raise ValueError("a CLAMP model needs a text config")
         if self.arch == "clamp" and self.text.embed_dim != self.backbone.output_dim:

@@ -98,13 +98,17 @@ class PromptTextEncoder(nn.Module):
 
 
 class PromptEncoder(nn.Module):
-    """One CLIP block over the K prompt embeddings (no positional embedding, no mask) + LN."""
+    """One CLIP block over the K prompt embeddings (no positional embedding, no mask) + LN.
+
+    It keeps PyTorch's default initialisation (``nn.MultiheadAttention``: Xavier-uniform
+    projections, zero biases; ``nn.Linear``: Kaiming-uniform), as the official code does: its
+    prompt encoder's ``init_weights`` does nothing and no CLIP weights reach it.
+    """
 
     def __init__(self, width: int, heads: int, layers: int = 1):
         super().__init__()
         self.transformer = Transformer(width, layers, heads, act_layer=QuickGELU)
         self.ln_final = LayerNorm(width)
-        _init_clip_blocks(self.transformer)
 
     def forward(self, text: torch.Tensor) -> torch.Tensor:
         """(B, K, D) -> (B, K, D); the output replaces T (no outer residual)."""

@@ -142,3 +142,51 @@ def test_config_validation():
     with pytest.raises(ValueError, match="flip_prob"):
         AugmentConfig(flip_prob=1.5)
     assert CropGeometry(np.zeros(2), np.ones(2)).rotation == 0.0
+
+
+def _jitter(dataset, epoch, index):
+    """The centre offset a sample got, in box fractions (flip/half-body/scale/rotation off)."""
+    inst = dataset.records[index]
+    center, _ = box_to_center_scale(inst.bbox[None])
+    return (dataset[(epoch, index)]["center"] - center[0]) / inst.bbox[2:]
+
+
+def test_centre_jitter_is_drawn_once_per_instance_as_the_official_dataset():
+    cfg = AugmentConfig(flip_prob=0.0, half_body_prob=0.0, scale=0.0, rotation_prob=0.0)
+    dataset = TopDownDataset([_dotted_instance()] * 60, AP10K, augment=cfg, seed=3)
+    first = np.stack([_jitter(dataset, 0, i) for i in range(60)])
+    for epoch in (1, 7):
+        np.testing.assert_allclose(np.stack([_jitter(dataset, epoch, i) for i in range(60)]),
+                                   first, atol=1e-5)
+    shifted = np.abs(first).sum(axis=1) > 1e-6
+    assert 5 <= shifted.sum() <= 35 and np.abs(first).max() <= 0.2 + 1e-5  # p 0.3, +-0.2
+    # the other draws still change per epoch, on their own stream
+    full = TopDownDataset([_dotted_instance()], AP10K, augment=AugmentConfig(), seed=3)
+    assert not np.array_equal(full[(0, 0)]["keypoints"], full[(1, 0)]["keypoints"])
+    # shift_redraw: a new draw every epoch
+    redraw = TopDownDataset([_dotted_instance()] * 60, AP10K,
+                            augment=AugmentConfig(**{**cfg.__dict__, "shift_redraw": True}),
+                            seed=3)
+    again = np.stack([_jitter(redraw, 1, i) for i in range(60)])
+    assert not np.allclose(again, np.stack([_jitter(redraw, 0, i) for i in range(60)]))
+
+
+def test_half_body_on_flipped_samples_uses_the_flipped_channels_upper_list():
+    # AP-10K's upper list has the left front paw (7) but not the right one (10); the official
+    # pipeline flips first, so on a flipped sample the image's right front paw is upper
+    points = np.array([[10.0 * i, 5.0 * i] for i in range(17)])
+    labelled = np.ones(17, bool)
+    perm = AP10K.flip_permutation()
+    flipped_upper = sorted(perm[c] for c in AP10K.upper_body)
+    assert 10 in flipped_upper and 7 not in flipped_upper
+    seen = set()
+    for seed in range(20):
+        center, _ = half_body(np.random.default_rng(seed), points, labelled, AP10K, 1.0,
+                              flipped=True)
+        if np.allclose(center, points[flipped_upper].mean(0)):
+            seen.add("upper")
+        else:
+            lower = [j for j in range(17) if j not in flipped_upper]
+            np.testing.assert_allclose(center, points[lower].mean(0))
+            seen.add("lower")
+    assert seen == {"upper", "lower"}

@@ -198,3 +198,25 @@ def test_evaluate_a_tiny_model_with_flip_test(shared_data):
     assert len(result.results) <= 2
     table = format_metrics(result.metrics)
     assert table.splitlines()[0].split()[:6] == list(METRIC_KEYS) and "n/a" in table
+
+
+def test_oks_nms_tie_order_is_the_official_one():
+    """Equal scores are visited in mmpose's ``scores.argsort()[::-1]`` order (numpy's default
+    sort, reversed), so the same one of two tied duplicates survives as in the official code."""
+    rng = np.random.default_rng(4)
+    for n in (2, 3, 5, 17, 40):
+        poses = rng.uniform(0, 300, (n, 17, 2))
+        areas = np.full(n, 100.0 * 100.0)
+        scores = rng.choice([0.5, 0.7, 0.9], n)  # many ties
+        official = scores.argsort()[::-1]
+        assert oks_nms(poses, scores, areas, SIGMAS, 1.0).tolist() == official.tolist()
+        # every pose duplicated with the same score: exactly the official pick survives
+        twins = np.concatenate([poses, poses + 0.1])
+        doubled = np.concatenate([scores, scores])
+        keep = oks_nms(twins, doubled, np.full(2 * n, 1e4), SIGMAS, 0.9).tolist()
+        order = doubled.argsort()[::-1].tolist()
+        expected = []
+        for i in order:
+            if i % n not in {k % n for k in expected}:
+                expected.append(i)
+        assert keep == expected

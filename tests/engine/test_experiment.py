@@ -38,6 +38,12 @@ def test_every_preset_loads_strictly_and_is_documented(path, shared_data):
     assert cfg.clip_weights == ("imagenet" if imagenet else "openai")
     assert cfg.output == f"runs/{path.stem}"
     assert cfg.train.optim.backbone_lr_mult == (0.1 if "vitb16" in cfg.model else 1.0)
+    # the official code's settings (issue 13): L_feature, fp32, jitter per instance, bias decay
+    assert config.feature_loss == "official" and cfg.model_overrides.feature_loss == (
+        "official" if config.arch == "clamp" else None)
+    assert cfg.train.amp is False and cfg.augment.shift_redraw is False
+    assert cfg.train.optim.no_decay == "official"
+    assert cfg.train.optim.bias_decay == ("vitb16" in cfg.model)
     families = {c["supercategory"] for c in json.loads(
         (shared_data / "mmpose-tests/ap10k/test_ap10k.json").read_text())["categories"]}
     assert set(cfg.regime.train_families) <= families
@@ -97,3 +103,38 @@ def test_run_training_writes_the_run_folder(shared_data, tmp_path):
                                           test_families=("Bovidae",)))
     with pytest.raises(InputError, match="samples.json: the run was trained on other samples"):
         run_training(swapped, output=tmp_path, resume=True)
+
+
+def test_seed_summary_is_mean_and_sample_sd_of_each_runs_best_or_final_validation(tmp_path):
+    import statistics
+
+    from clamp_track.engine.experiment import summarise_seeds
+    from clamp_track.engine.trainer import VAL_COLUMNS
+
+    # (AP at epoch 10, AP at epoch 20) per seed; APM -1 in one seed (nothing to score)
+    runs = {0: (0.50, 0.48), 1: (0.40, 0.46), 2: (0.55, 0.52)}
+    for seed, (first, last) in runs.items():
+        (tmp_path / f"seed{seed}").mkdir()
+        rows = [",".join(VAL_COLUMNS)]
+        for epoch, ap in ((10, first), (20, last)):
+            apm = -1 if seed == 1 else 0.3
+            values = {"epoch": epoch, "step": epoch * 5, "AP": ap, "AP50": ap + 0.3,
+                      "AP75": ap - 0.1, "APM": apm, "APL": ap, "AR": ap + 0.05,
+                      "PCK@0.05": 0.2, "PCK@0.1": 0.4}
+            rows.append(",".join(str(values[c]) for c in VAL_COLUMNS))
+        (tmp_path / f"seed{seed}" / "val.csv").write_text("\n".join(rows) + "\n")
+    best = summarise_seeds(tmp_path, [0, 1, 2])
+    aps = [0.50, 0.46, 0.55]
+    assert [best.per_seed[s]["AP"] for s in (0, 1, 2)] == aps
+    assert best.mean["AP"] == pytest.approx(statistics.fmean(aps))
+    assert best.sd["AP"] == pytest.approx(statistics.stdev(aps))
+    assert best.mean["APM"] == -1.0 and "APM   n/a" in best.format()
+    assert f"AP  {100 * statistics.fmean(aps):.1f} ± {100 * statistics.stdev(aps):.1f}" in \
+        best.format()
+    final = summarise_seeds(tmp_path, [0, 1, 2], checkpoint="final")
+    assert final.mean["AP"] == pytest.approx(statistics.fmean([0.48, 0.46, 0.52]))
+    assert json.loads((tmp_path / "seeds.json").read_text())["checkpoint"] == "final"
+    one = summarise_seeds(tmp_path, [2])
+    assert one.sd["AP"] == 0.0 and one.mean["AP"] == 0.55
+    with pytest.raises(InputError, match="no validation to summarise"):
+        summarise_seeds(tmp_path, [7])

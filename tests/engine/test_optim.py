@@ -10,7 +10,8 @@ from clamp_track.engine.optim import (
     lr_factor,
     parameter_groups,
 )
-from clamp_track.models import create_model
+from clamp_track.models import build_model, create_model, get_config
+from clamp_track.skeleton import AP10K
 
 
 def _groups(model, cfg):
@@ -21,7 +22,7 @@ def _groups(model, cfg):
 
 def test_official_groups_vit():
     model = create_model("clamp_tiny_vitb16")
-    cfg = OptimConfig(lr=5e-4, backbone_lr_mult=0.1)
+    cfg = OptimConfig(lr=5e-4, backbone_lr_mult=0.1, bias_decay=True)  # the ViT-B config
     groups = _groups(model, cfg)
     assert set(groups) == {"backbone", "heads", "heads_no_decay"}
     backbone, names = groups["backbone"]
@@ -36,6 +37,26 @@ def test_official_groups_vit():
     grouped = set().union(*(n for _, n in groups.values()))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert grouped == trainable and not any(n.startswith("text_encoder.") for n in grouped)
+
+
+def test_official_groups_rn50_turn_bias_decay_off():
+    """The RN50 config's ``bias`` custom key: every bias skips decay (93 tensors more than
+    the ``norm`` rule alone in the full CLAMP RN50), and nothing else changes."""
+    with torch.device("meta"):
+        model = build_model(get_config("clamp_rn50"), AP10K)
+    rn50 = _groups(model, OptimConfig())  # the default is the RN50 config
+    vit_rule = _groups(model, OptimConfig(bias_decay=True))
+    moved = vit_rule["backbone"][1] - rn50["backbone"][1] | vit_rule["heads"][1] - rn50["heads"][1]
+    assert len(moved) == 93 and all("bias" in n for n in moved)
+    assert "prompt_encoder.transformer.resblocks.0.attn.in_proj_bias" in moved
+    assert "backbone.attnpool.q_proj.bias" in moved and "keypoint_head.final_layer.bias" in moved
+    decayed = rn50["backbone"][1] | rn50["heads"][1]
+    assert not any("bias" in n for n in decayed)
+    assert {"backbone.conv1.weight", "contexts", "gamma", "logit_scale"} <= decayed
+    assert rn50["backbone"][0]["lr"] == rn50["heads"][0]["lr"] == 5e-4
+    assert rn50["heads_no_decay"][0]["weight_decay"] == 0.0
+    no_decay = rn50["backbone_no_decay"][1] | rn50["heads_no_decay"][1]
+    assert no_decay == vit_rule["heads_no_decay"][1] | moved  # the norm rule's 18 + 93 biases
 
 
 def test_norm_bias_rule_skips_decay_on_vectors_and_embeddings():

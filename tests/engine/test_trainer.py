@@ -122,6 +122,10 @@ def test_cancel_and_resume_errors(sets, tmp_path):
     fit(_model("simplebaseline_tiny_rn50"), train, _config(epochs=1), tmp_path / "c")
     with pytest.raises(CheckpointError, match="another model or keypoint set"):
         fit(_model(), train, _config(), tmp_path / "c", resume=True)
+    # a run started with biases decayed, resumed with the RN50 rule: other parameter groups
+    other = _config(optim=replace(_config().optim, bias_decay=True))
+    with pytest.raises(CheckpointError, match="other optimizer parameter groups"):
+        fit(_model("simplebaseline_tiny_rn50"), train, other, tmp_path / "c", resume=True)
 
 
 def test_package_exports_resolve_lazily():

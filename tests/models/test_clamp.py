@@ -121,3 +121,32 @@ def test_imagenet_simplebaseline_loads_torchvision_weights(tmp_path):
         theirs = reference.layer4(reference.layer3(reference.layer2(reference.layer1(stem))))
     torch.testing.assert_close(ours, theirs)
     assert model(x)["heatmaps"].shape == (1, 17, 64, 64)
+
+
+def test_prompt_encoder_keeps_pytorch_default_init_as_the_official_code():
+    """Built under a seed, the prompt encoder equals plain ``nn.MultiheadAttention`` +
+    ``nn.Linear`` layers built in the official block's order under the same seed."""
+    from torch import nn
+
+    from clamp_track.models.text import PromptEncoder
+
+    width, heads = 64, 8
+    torch.manual_seed(7)
+    ours = PromptEncoder(width, heads).transformer.resblocks[0]
+    torch.manual_seed(7)
+    attn = nn.MultiheadAttention(width, heads)
+    c_fc, c_proj = nn.Linear(width, 4 * width), nn.Linear(4 * width, width)
+    pairs = [(ours.attn.in_proj_weight, attn.in_proj_weight),
+             (ours.attn.in_proj_bias, attn.in_proj_bias),
+             (ours.attn.out_proj.weight, attn.out_proj.weight),
+             (ours.attn.out_proj.bias, attn.out_proj.bias),
+             (ours.mlp.c_fc.weight, c_fc.weight), (ours.mlp.c_fc.bias, c_fc.bias),
+             (ours.mlp.c_proj.weight, c_proj.weight), (ours.mlp.c_proj.bias, c_proj.bias)]
+    for a, b in pairs:
+        assert torch.equal(a, b)
+    # and in a whole model: zero attention biases, projections within the Xavier bound
+    model = create_model("clamp_tiny_rn50")
+    block = model.prompt_encoder.transformer.resblocks[0]
+    assert not block.attn.in_proj_bias.any() and not block.attn.out_proj.bias.any()
+    d = model.config.backbone.output_dim
+    assert block.attn.in_proj_weight.abs().max() <= (6 / (d + 3 * d)) ** 0.5

@@ -2,7 +2,7 @@
 
 Each tiny variant is loaded from its official-format checkpoint through our converter; the
 reference numbers come from the official code run on the same checkpoint (see the golden
-README). ``feature_loss`` differs on purpose (bilinear sampling, spec §2) and is not compared.
+README), ``feature_loss`` included (``feature_loss="official"``, the presets' mode).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from torch.testing import assert_close
 
 from clamp_track.models import create_model, decode_heatmaps, flip_back, generate_targets
 from clamp_track.models.clip_weights import read_clip_state_dict
+from clamp_track.models.losses import DOWN_TARGET_SIGMA, official_feature_loss
 from clamp_track.skeleton import AP10K
 
 VARIANTS = [("rn50", "clamp_tiny_rn50"), ("vit", "clamp_tiny_vitb16")]
@@ -131,17 +132,27 @@ def test_train_losses_and_batchnorm(case):
     model = _train_copy(model)
     out = model(g["input/img"])
     weights = g["target/heatmap_weight"][..., 0]
-    losses = model.loss(out, g["target/heatmap"], weights, g["input/joints_3d"][..., :2])
+    losses = model.loss(out, g["target/heatmap"], weights, g["input/joints_3d"][..., :2],
+                        g["input/joints_3d_visible"][..., 0])
     assert_close(out["heatmaps"], g["train/heatmap"], **TOL)
     assert_close(out["spatial_heatmaps"], g["train/upconv_S"], **TOL)
     assert_close(losses["pose"], g["train/loss/mse_loss"], **TOL)
     assert_close(losses["spatial"], g["train/loss/spatial_loss"], **TOL)
+    assert model.config.feature_loss == "official"
+    assert_close(losses["feature"], g["train/loss/feature_loss"], atol=1e-8, rtol=1e-4)
+    assert_close(losses["total"], g["train/loss/total"], atol=1e-7, rtol=1e-4)
     assert model.config.spatial_weight == pytest.approx(g["train/loss_weight/spatial_loss"].item())
     assert model.config.feature_weight == pytest.approx(g["train/loss_weight/feature_loss"].item())
     losses["total"].backward()
     # only L_pose reaches the keypoint head's last layer, so its gradient must match exactly
     assert_close(model.keypoint_head.final_layer.weight.grad,
                  g["train/grad/keypoint_head.final_layer.weight"], atol=1e-7, rtol=1e-4)
+    # the gradient of the whole total, L_feature included (logit_scale gets it from L_feature
+    # alone; contexts and gamma from all three terms)
+    for name in ("contexts", "gamma", "logit_scale"):
+        ref = g[f"train/grad/{name}"]
+        assert_close(getattr(model, name).grad, ref, atol=1e-4 * float(ref.abs().max()),
+                     rtol=1e-4)
     modules = dict(model.named_modules())
     for key in [k for k in g if k.startswith("train/bn_after/")]:
         name, stat = key[len("train/bn_after/"):].rsplit(".", 1)
@@ -169,3 +180,45 @@ def test_clip_loading_path(golden_dir):
             target = ("backbone." + key[7:]) if key.startswith("visual.") else "text_encoder." + key
             if target in state and "positional_embedding" not in key:
                 assert torch.equal(state[target], value), key
+
+
+def test_official_down_targets_are_exact(golden_dir):
+    """The official ``downtarget`` (F grid, sigma 2/4) that L_feature reads, with its border
+    quirks (cell mu + 1 for mu 0/1, weight 1 with no cell past the border, kp at y = 300)."""
+    for prefix, _ in VARIANTS:
+        g = torch.load(golden_dir / f"{prefix}_tiny_golden.pt", weights_only=True)
+        joints, vis = g["input/joints_3d"][..., :2], g["input/joints_3d_visible"][..., 0]
+        grid = tuple(g["target/down"].shape[-2:])
+        down, weight = generate_targets(joints, vis, (256, 256), grid, DOWN_TARGET_SIGMA)
+        assert torch.equal(down, g["target/down"])
+        assert torch.equal(weight, g["target/down_weight"][..., 0])
+        assert torch.equal((down == 1).long(), g["train/feature/down_mask"])
+
+
+def test_official_feature_loss_terms(case):
+    """Sampled vectors, logits, both cross-entropies and the loss from the golden F and P, so
+    that every quirk (zero vectors, weight 1 off the heatmap, mean over all keypoints) is
+    checked on its own."""
+    _, _, g, _ = case
+    dense = g["train/F"]
+    prompts = g["train/prompt_encoder_out"] + g["eval/gamma"] * g["train/context_decoder_out"]
+    joints, vis = g["input/joints_3d"][..., :2], g["input/joints_3d_visible"][..., 0]
+    mask = g["train/feature/down_mask"].float()
+    visual = torch.einsum("bkhw,bdhw->bkd", mask, dense)
+    assert_close(visual, g["train/feature/visual_sampled"], **TOL)
+    assert (visual.abs().sum(-1) == 0).sum() >= 2  # invisible and off-grid keypoints
+
+    logit_scale = g["eval/logit_scale"]
+    loss = official_feature_loss(dense, prompts, joints, vis, (256, 256), logit_scale)
+    ref = g["train/loss/feature_loss"] / g["train/loss_weight/feature_loss"]
+    assert_close(loss, ref, atol=1e-6, rtol=1e-4)
+    # the intermediate terms, with the same expressions the loss uses
+    visual = torch.nn.functional.normalize(g["train/feature/visual_sampled"], dim=-1)
+    text = torch.nn.functional.normalize(prompts, dim=-1)
+    logits = logit_scale.exp() * visual @ text.transpose(1, 2)
+    assert_close(logits, g["train/logits_per_image"], **TOL)
+    labels = torch.arange(logits.shape[1]).expand(logits.shape[0], -1)
+    ce = torch.nn.functional.cross_entropy
+    assert_close(ce(logits, labels, reduction="none"), g["train/ce_visual_unweighted"], **TOL)
+    assert_close(ce(logits.transpose(1, 2), labels, reduction="none"),
+                 g["train/ce_text_unweighted"], **TOL)
