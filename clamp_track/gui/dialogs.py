@@ -31,7 +31,7 @@ from clamp_track.gui.workers import ExportRequest, RunRequest, TaskWorker
 
 #: Pose model variants offered in the run dialog (any registered name can be typed).
 POSE_MODELS = ("clamp_rn50", "clamp_vitb16")
-DETECTORS = ("torchvision", "motion", "file", "mmdet")
+DETECTORS = ("torchvision", "megadetector", "motion", "file", "mmdet")
 EXPORT_FORMATS = (("csv", "Tidy CSV (one row per frame, animal and keypoint)"),
                   ("dlc", "DeepLabCut .h5 / .csv"),
                   ("sleap", "SLEAP .slp (opens in SLEAP) and analysis .h5"),

@@ -1,0 +1,273 @@
+"""MegaDetector v6 (MIT YOLOv9 weights) as an in-process detector: ``--detector megadetector``.
+
+MegaDetector finds ``animal``, ``person`` and ``vehicle`` in camera-trap images. This backend
+runs the MIT-licensed v6 weights with clamp-track's own YOLOv9 (:mod:`clamp_track.models.yolov9`),
+so neither PytorchWildlife nor ultralytics is needed. What it does, as PytorchWildlife 1.3.0 does
+for these weights (``yolo_mit``):
+
+* letterbox: the frame is resized (Pillow, Lanczos) to fit 640 x 640 keeping its aspect
+  (``scale = min(640 / w, 640 / h)``, new size truncated to whole pixels), centred on a grey
+  (114, 114, 114) canvas, RGB in [0, 1];
+* the network's boxes are mapped back with ``(box - (pad_left, pad_top)) / scale`` and clipped to
+  the frame;
+* scores are ``sigmoid(logit)`` per class; boxes above the threshold go through per-class NMS
+  (IoU 0.5, at most 300 boxes per image, MIT YOLO's inference settings).
+
+All frames of a batch have the video's size, so one letterbox geometry serves the whole batch and
+the frames go through the network together.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from clamp_track.errors import InputError
+from clamp_track.types import Detections, Frame
+
+log = logging.getLogger(__name__)
+
+#: MegaDetector's categories, by class index of the network (``"1"``, ``"2"``, ``"3"`` in its
+#: batch-output JSON).
+MD_CLASSES = ("animal", "person", "vehicle")
+
+#: Offered variants: name -> (YOLOv9 layout, licence, what it is).
+MEGADETECTOR_MODELS = {
+    "MDV6-mit-yolov9-c": ("v9-s", "MIT", "MegaDetector v6 compact, MIT YOLOv9 (v9-s layout)"),
+    "MDV6-mit-yolov9-e": ("v9-c", "MIT", "MegaDetector v6 extra, MIT YOLOv9 (v9-c layout)"),
+}
+#: ``--detector-model`` aliases, as for the torchvision detector.
+ALIASES = {"fast": "MDV6-mit-yolov9-c", "accurate": "MDV6-mit-yolov9-e"}
+#: Variants known but not runnable in-process (see the README: their code is not loaded here).
+NOT_IN_PROCESS = {
+    "MDV6-apa-rtdetr-c": "Apache-2.0 RT-DETRv2 (needs the RT-DETR code, not built in)",
+    "MDV6-apa-rtdetr-e": "Apache-2.0 RT-DETRv2 (needs the RT-DETR code, not built in)",
+    "MDv5a": "YOLOv5x6, a pickled ultralytics/yolov5 (AGPL) model object",
+}
+INPUT_SIZE = 640
+PAD_VALUE = 114
+
+
+@dataclass(frozen=True)
+class MegaDetectorConfig:
+    """Settings of the MegaDetector backend.
+
+    Attributes:
+        model: A variant of :data:`MEGADETECTOR_MODELS`, or ``fast`` / ``accurate``.
+        weights: ``"auto"`` (the registry's file, fetched once and checked), a path to a
+            ``MDV6-mit-*.ckpt``, or ``None`` for random weights (tests only).
+        score_threshold: Boxes below this confidence are dropped (MegaDetector's own
+            conventions: 0.2 for most uses, 0.1-0.15 to miss fewer animals, 0.005 is what its
+            batch files keep).
+        iou_threshold: NMS overlap threshold (per class).
+        max_boxes: Most boxes kept per frame after NMS.
+        classes: MegaDetector categories to keep (``animal``, ``person``, ``vehicle``).
+        device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda:1"``...
+        batch_size: Frames per forward pass.
+    """
+
+    model: str = "fast"
+    weights: str | None = "auto"
+    score_threshold: float = 0.2
+    iou_threshold: float = 0.5
+    max_boxes: int = 300
+    classes: tuple[str, ...] = ("animal",)
+    device: str = "auto"
+    batch_size: int = 4
+
+    def __post_init__(self):
+        name = ALIASES.get(self.model, self.model)
+        if name in NOT_IN_PROCESS:
+            raise ValueError(f"MegaDetector {name} ({NOT_IN_PROCESS[name]}) does not run "
+                             f"in-process; use one of {sorted(MEGADETECTOR_MODELS)}, or run it "
+                             "elsewhere and pass its batch JSON with --detector file --boxes")
+        if name not in MEGADETECTOR_MODELS:
+            raise ValueError(f"unknown MegaDetector model {self.model!r}; use 'fast', "
+                             f"'accurate' or one of {sorted(MEGADETECTOR_MODELS)}")
+        unknown = {c.lower() for c in self.classes} - set(MD_CLASSES)
+        if unknown or not self.classes:
+            raise ValueError(f"classes {sorted(unknown) or '[]'}: MegaDetector knows "
+                             f"{list(MD_CLASSES)}")
+        if self.batch_size < 1 or self.max_boxes < 1 or not 0 < self.iou_threshold <= 1:
+            raise ValueError("batch_size and max_boxes must be >= 1, iou_threshold in (0, 1]")
+
+    @property
+    def variant(self) -> str:
+        """The full variant name."""
+        return ALIASES.get(self.model, self.model)
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """Where a frame sits in the square network input.
+
+    Attributes:
+        scale: Input pixels per frame pixel.
+        pad_left: Grey columns left of the frame, input pixels.
+        pad_top: Grey rows above the frame.
+        size: (width, height) of the resized frame inside the input.
+    """
+
+    scale: float
+    pad_left: int
+    pad_top: int
+    size: tuple[int, int]
+
+    @classmethod
+    def fit(cls, width: int, height: int, target: int = INPUT_SIZE) -> Letterbox:
+        """The geometry of a ``width`` x ``height`` frame in a ``target`` square."""
+        scale = min(target / width, target / height)
+        new_w, new_h = int(width * scale), int(height * scale)
+        return cls(scale, (target - new_w) // 2, (target - new_h) // 2, (new_w, new_h))
+
+    def to_frame(self, boxes: np.ndarray) -> np.ndarray:
+        """Boxes (N, 4) ``x1, y1, x2, y2`` in input pixels -> frame pixels."""
+        offset = np.array([self.pad_left, self.pad_top, self.pad_left, self.pad_top], float)
+        return (np.asarray(boxes, float).reshape(-1, 4) - offset) / self.scale
+
+
+def letterbox(images: Sequence[np.ndarray], target: int = INPUT_SIZE):
+    """Letterbox equally sized RGB frames into one network batch.
+
+    Args:
+        images: (H, W, 3) uint8 RGB frames, all the same size.
+        target: Side of the square input.
+
+    Returns:
+        (B, target, target, 3) uint8 array and the :class:`Letterbox`.
+    """
+    from PIL import Image
+
+    h, w = images[0].shape[:2]
+    box = Letterbox.fit(w, h, target)
+    batch = np.full((len(images), target, target, 3), PAD_VALUE, np.uint8)
+    for i, image in enumerate(images):
+        if image.shape[:2] != (h, w):
+            raise ValueError("all frames of a batch must have the same size")
+        resized = Image.fromarray(image).resize(box.size, Image.Resampling.LANCZOS)
+        batch[i, box.pad_top:box.pad_top + box.size[1],
+              box.pad_left:box.pad_left + box.size[0]] = np.asarray(resized)
+    return batch, box
+
+
+def postprocess(logits, boxes, score_threshold: float, iou_threshold: float, max_boxes: int):
+    """Scores, per-class NMS and the best ``max_boxes`` per image, as MIT YOLO's ``bbox_nms``.
+
+    Args:
+        logits: (B, N, C) class logits.
+        boxes: (B, N, 4) ``x1, y1, x2, y2`` input pixels.
+        score_threshold: Minimum ``sigmoid(logit)``.
+        iou_threshold: NMS IoU.
+        max_boxes: Boxes kept per image (highest scores).
+
+    Returns:
+        Per image: boxes (K, 4), scores (K,), class indices (K,), tensors sorted by score.
+    """
+    import torch
+    from torchvision.ops import batched_nms
+
+    scores = logits.sigmoid()
+    out = []
+    for b in range(scores.shape[0]):
+        anchor, cls = torch.where(scores[b] > score_threshold)
+        conf = scores[b, anchor, cls]
+        kept = batched_nms(boxes[b, anchor].float(), conf.float(), cls, iou_threshold)
+        kept = kept[:max_boxes]
+        out.append((boxes[b, anchor[kept]], conf[kept], cls[kept]))
+    return out
+
+
+class MegaDetectorDetector:
+    """MegaDetector v6 (MIT YOLOv9), keeping the chosen categories.
+
+    Args:
+        cfg: The settings.
+
+    Raises:
+        CheckpointError: The weights are not cached and cannot be fetched, or the file is not
+            MegaDetector v6 MIT weights of the chosen variant (one line).
+    """
+
+    def __init__(self, cfg: MegaDetectorConfig | None = None):
+        import torch
+
+        from clamp_track.pipelines.detectors import _device
+
+        self.cfg = cfg = cfg or MegaDetectorConfig()
+        self._keep = [MD_CLASSES.index(c.lower()) for c in cfg.classes]
+        self.class_names = {i: MD_CLASSES[i] for i in self._keep}
+        self.device = torch.device(_device(cfg.device))
+        self.model = load_megadetector(cfg.variant, cfg.weights).to(self.device)
+
+    def detect(self, frames: Sequence[Frame]) -> list[Detections]:
+        """Detect; see :class:`~clamp_track.pipelines.detectors.Detector`."""
+        import torch
+
+        out: list[Detections] = []
+        frames = list(frames)
+        for start in range(0, len(frames), self.cfg.batch_size):
+            batch = frames[start:start + self.cfg.batch_size]
+            pixels, box = letterbox([f.image for f in batch])
+            x = torch.from_numpy(pixels).to(self.device).permute(0, 3, 1, 2)  # (B, 3, S, S)
+            x = x.float().div_(255)
+            with torch.inference_mode():
+                logits, boxes = self.model(x)
+                found = postprocess(logits[..., self._keep], boxes, self.cfg.score_threshold,
+                                    self.cfg.iou_threshold, self.cfg.max_boxes)
+            h, w = batch[0].image.shape[:2]
+            out += [_to_detections(b, s, c, box, w, h, self._keep) for b, s, c in found]
+        return out
+
+    def close(self) -> None:
+        """Drop the model."""
+        self.model = None
+
+
+def _to_detections(boxes, scores, cls, box: Letterbox, width: int, height: int,
+                   keep: list[int]) -> Detections:
+    """Network boxes -> frame-pixel :class:`Detections` (clipped; empty boxes dropped)."""
+    xyxy = box.to_frame(boxes.float().cpu().numpy())
+    xyxy[:, 0::2] = xyxy[:, 0::2].clip(0, width)
+    xyxy[:, 1::2] = xyxy[:, 1::2].clip(0, height)
+    ok = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
+    ids = np.asarray(keep, np.int64)[cls.cpu().numpy()]
+    return Detections(xyxy[ok], scores.float().cpu().numpy()[ok], ids[ok])
+
+
+def load_megadetector(variant: str, weights: str | Path | None = "auto"):
+    """The YOLOv9 of ``variant`` with its weights, in eval mode.
+
+    Args:
+        variant: A key of :data:`MEGADETECTOR_MODELS`.
+        weights: ``"auto"`` (the registry's file of ``variant``, fetched once), a file, or
+            ``None`` (random weights).
+
+    Raises:
+        CheckpointError: As :class:`MegaDetectorDetector`.
+        InputError: Unknown variant.
+    """
+    from clamp_track.models.yolov9 import (
+        build_yolov9,
+        load_yolov9_state,
+        read_lightning_checkpoint,
+        yolov9_state,
+    )
+
+    if variant not in MEGADETECTOR_MODELS:
+        raise InputError(f"unknown MegaDetector model {variant!r}; known: "
+                         f"{sorted(MEGADETECTOR_MODELS)}")
+    model = build_yolov9(MEGADETECTOR_MODELS[variant][0], num_classes=len(MD_CLASSES))
+    if weights is None:
+        return model
+    if str(weights) == "auto":
+        from clamp_track.weights import fetch_file
+
+        weights = fetch_file(variant)
+    state = yolov9_state(read_lightning_checkpoint(weights), weights)
+    load_yolov9_state(model, state, weights)
+    log.info("MegaDetector %s weights: %s", variant, weights)
+    return model.eval()
