@@ -8,10 +8,13 @@ for these weights (``yolo_mit``):
 * letterbox: the frame is resized (Pillow, Lanczos) to fit 640 x 640 keeping its aspect
   (``scale = min(640 / w, 640 / h)``, new size truncated to whole pixels), centred on a grey
   (114, 114, 114) canvas, RGB in [0, 1];
-* the network's boxes are mapped back with ``(box - (pad_left, pad_top)) / scale`` and clipped to
-  the frame;
+* the network's boxes are mapped back with ``(box - (pad_left, pad_top)) / factor`` (each axis
+  by its own resize factor) and clipped to the frame;
 * scores are ``sigmoid(logit)`` per class; boxes above the threshold go through per-class NMS
   (IoU 0.5, at most 300 boxes per image, MIT YOLO's inference settings).
+
+One deliberate difference: boxes whose centre lies on the grey padding are dropped before NMS
+(the network sometimes fires there; PytorchWildlife keeps them, outside the image).
 
 All frames of a batch have the video's size, so one letterbox geometry serves the whole batch and
 the frames go through the network together.
@@ -106,28 +109,35 @@ class Letterbox:
     """Where a frame sits in the square network input.
 
     Attributes:
-        scale: Input pixels per frame pixel.
+        frame: (width, height) of the frame.
+        size: (width, height) of the resized frame inside the input: ``scale`` times the frame
+            size, truncated to whole pixels as PytorchWildlife does.
         pad_left: Grey columns left of the frame, input pixels.
         pad_top: Grey rows above the frame.
-        size: (width, height) of the resized frame inside the input.
     """
 
-    scale: float
+    frame: tuple[int, int]
+    size: tuple[int, int]
     pad_left: int
     pad_top: int
-    size: tuple[int, int]
 
     @classmethod
     def fit(cls, width: int, height: int, target: int = INPUT_SIZE) -> Letterbox:
         """The geometry of a ``width`` x ``height`` frame in a ``target`` square."""
         scale = min(target / width, target / height)
         new_w, new_h = int(width * scale), int(height * scale)
-        return cls(scale, (target - new_w) // 2, (target - new_h) // 2, (new_w, new_h))
+        return cls((width, height), (new_w, new_h), (target - new_w) // 2, (target - new_h) // 2)
 
     def to_frame(self, boxes: np.ndarray) -> np.ndarray:
-        """Boxes (N, 4) ``x1, y1, x2, y2`` in input pixels -> frame pixels."""
-        offset = np.array([self.pad_left, self.pad_top, self.pad_left, self.pad_top], float)
-        return (np.asarray(boxes, float).reshape(-1, 4) - offset) / self.scale
+        """Boxes (N, 4) ``x1, y1, x2, y2`` in input pixels -> frame pixels.
+
+        Each axis is divided by its own resize factor (the truncation to whole pixels makes
+        them differ slightly; PytorchWildlife divides both by ``scale``, up to ~1 px off at the
+        far edge of a 1080p frame).
+        """
+        offset = np.array([self.pad_left, self.pad_top] * 2, float)
+        factor = np.array([self.size[0] / self.frame[0], self.size[1] / self.frame[1]] * 2)
+        return (np.asarray(boxes, float).reshape(-1, 4) - offset) / factor
 
 
 def letterbox(images: Sequence[np.ndarray], target: int = INPUT_SIZE):
@@ -216,7 +226,8 @@ class MegaDetectorDetector:
             x = x.float().div_(255)
             with torch.inference_mode():
                 logits, boxes = self.model(x)
-                found = postprocess(logits[..., self._keep], boxes, self.cfg.score_threshold,
+                logits = _outside_frame_dropped(logits[..., self._keep], boxes, box)
+                found = postprocess(logits, boxes, self.cfg.score_threshold,
                                     self.cfg.iou_threshold, self.cfg.max_boxes)
             h, w = batch[0].image.shape[:2]
             out += [_to_detections(b, s, c, box, w, h, self._keep) for b, s, c in found]
@@ -225,6 +236,15 @@ class MegaDetectorDetector:
     def close(self) -> None:
         """Drop the model."""
         self.model = None
+
+
+def _outside_frame_dropped(logits, boxes, box: Letterbox):
+    """Logits with those of boxes centred on the grey padding set to -inf (never kept)."""
+    centre = (boxes[..., :2] + boxes[..., 2:]) / 2  # (B, N, 2) input pixels
+    low = centre.new_tensor([box.pad_left, box.pad_top])
+    high = low + centre.new_tensor(box.size)
+    inside = ((centre >= low) & (centre <= high)).all(-1, keepdim=True)  # (B, N, 1)
+    return logits.masked_fill(~inside, float("-inf"))
 
 
 def _to_detections(boxes, scores, cls, box: Letterbox, width: int, height: int,
