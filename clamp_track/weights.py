@@ -97,6 +97,13 @@ REGISTRY: dict[str, WeightsEntry] = {
                      "MegaDetector v6 extra, MIT YOLOv9 (animal/person/vehicle)",
                      _ZENODO_MD6.format("MDV6-mit-yolov9-e.ckpt"), "zenodo.org/records/15398270",
                      file="MDV6-mit-yolov9-e.ckpt", licence="MIT"),
+        # MegaDetector v5a: URL and MD5 as the megadetector package 10.0.28 lists them
+        # (run_detector.py, known_models['v5a.0.0']).
+        WeightsEntry("MDv5a", "detector", "MegaDetector v5a, YOLOv5x6 (animal/person/vehicle)",
+                     "https://github.com/agentmorris/MegaDetector/releases/download/v5.0/"
+                     "md_v5a.0.0.pt", "github.com/agentmorris/MegaDetector release v5.0",
+                     file="md_v5a.0.0.pt", md5="ec1d7603ec8cf642d6e0cd008ba2be8c",
+                     licence="MIT"),
     )
 }
 

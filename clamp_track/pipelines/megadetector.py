@@ -1,9 +1,12 @@
-"""MegaDetector v6 (MIT YOLOv9 weights) as an in-process detector: ``--detector megadetector``.
+"""MegaDetector as an in-process detector: ``--detector megadetector``.
 
 MegaDetector finds ``animal``, ``person`` and ``vehicle`` in camera-trap images. This backend
-runs the MIT-licensed v6 weights with clamp-track's own YOLOv9 (:mod:`clamp_track.models.yolov9`),
-so neither PytorchWildlife nor ultralytics is needed. What it does, as PytorchWildlife 1.3.0 does
-for these weights (``yolo_mit``):
+runs the MIT-licensed v6 weights with clamp-track's own YOLOv9 (:mod:`clamp_track.models.yolov9`)
+and MegaDetector v5a with its own YOLOv5 (:mod:`clamp_track.models.yolov5`), so neither
+PytorchWildlife, the megadetector package, yolov5 nor ultralytics is needed.
+
+MegaDetector v6 MIT (``MDV6-mit-yolov9-c`` / ``-e``), as PytorchWildlife 1.3.0 runs them
+(``yolo_mit``):
 
 * letterbox: the frame is resized (Pillow, Lanczos) to fit 640 x 640 keeping its aspect
   (``scale = min(640 / w, 640 / h)``, new size truncated to whole pixels), centred on a grey
@@ -13,8 +16,16 @@ for these weights (``yolo_mit``):
 * scores are ``sigmoid(logit)`` per class; boxes above the threshold go through per-class NMS
   (IoU 0.5, at most 300 boxes per image, MIT YOLO's inference settings).
 
-One deliberate difference: boxes whose centre lies on the grey padding are dropped before NMS
-(the network sometimes fires there; PytorchWildlife keeps them, outside the image).
+MegaDetector v5a (``MDv5a``), as the megadetector package 10.0.28 runs it
+(``pytorch_detector.py``, its default, non-"classic" mode):
+
+* the frame is resized (OpenCV, area when shrinking, bilinear when enlarging) so that its long
+  side is 1280, then padded with grey to ``ceil(side / 64 + 0.5) * 64`` on each axis, centred;
+* score = objectness x class probability, one class per box (the best), per-class NMS at IoU 0.6,
+  at most 300 boxes.
+
+One deliberate difference for both: boxes whose centre lies on the grey padding are dropped
+before NMS (the network sometimes fires there; the reference code keeps them, outside the image).
 
 All frames of a batch have the video's size, so one letterbox geometry serves the whole batch and
 the frames go through the network together.
@@ -38,20 +49,42 @@ log = logging.getLogger(__name__)
 #: batch-output JSON).
 MD_CLASSES = ("animal", "person", "vehicle")
 
-#: Offered variants: name -> (YOLOv9 layout, licence, what it is).
+@dataclass(frozen=True)
+class Variant:
+    """An offered MegaDetector.
+
+    Attributes:
+        family: ``"yolov9"`` (MIT YOLO layout) or ``"yolov5"``.
+        layout: The YOLOv9 layout (``v9-s``, ``v9-c``); for YOLOv5, the file brings its own.
+        licence: Licence of the weights.
+        iou: MegaDetector's NMS IoU for it.
+        description: One line.
+    """
+
+    family: str
+    layout: str | None
+    licence: str
+    iou: float
+    description: str
+
+
+#: Offered variants, by the names MegaDetector / PytorchWildlife use.
 MEGADETECTOR_MODELS = {
-    "MDV6-mit-yolov9-c": ("v9-s", "MIT", "MegaDetector v6 compact, MIT YOLOv9 (v9-s layout)"),
-    "MDV6-mit-yolov9-e": ("v9-c", "MIT", "MegaDetector v6 extra, MIT YOLOv9 (v9-c layout)"),
+    "MDV6-mit-yolov9-c": Variant("yolov9", "v9-s", "MIT", 0.5,
+                                 "MegaDetector v6 compact, MIT YOLOv9 (v9-s layout), 640 px"),
+    "MDV6-mit-yolov9-e": Variant("yolov9", "v9-c", "MIT", 0.5,
+                                 "MegaDetector v6 extra, MIT YOLOv9 (v9-c layout), 640 px"),
+    "MDv5a": Variant("yolov5", None, "MIT", 0.6, "MegaDetector v5a, YOLOv5x6, 1280 px"),
 }
 #: ``--detector-model`` aliases, as for the torchvision detector.
 ALIASES = {"fast": "MDV6-mit-yolov9-c", "accurate": "MDV6-mit-yolov9-e"}
-#: Variants known but not runnable in-process (see the README: their code is not loaded here).
+#: Variants known but not runnable in-process (see the README).
 NOT_IN_PROCESS = {
-    "MDV6-apa-rtdetr-c": "Apache-2.0 RT-DETRv2 (needs the RT-DETR code, not built in)",
-    "MDV6-apa-rtdetr-e": "Apache-2.0 RT-DETRv2 (needs the RT-DETR code, not built in)",
-    "MDv5a": "YOLOv5x6, a pickled ultralytics/yolov5 (AGPL) model object",
+    "MDV6-apa-rtdetr-c": "Apache-2.0 RT-DETRv2 (its network is not built into clamp-track)",
+    "MDV6-apa-rtdetr-e": "Apache-2.0 RT-DETRv2 (its network is not built into clamp-track)",
 }
 INPUT_SIZE = 640
+V5_SIZE, V5_STRIDE = 1280, 64
 PAD_VALUE = 114
 
 
@@ -66,7 +99,8 @@ class MegaDetectorConfig:
         score_threshold: Boxes below this confidence are dropped (MegaDetector's own
             conventions: 0.2 for most uses, 0.1-0.15 to miss fewer animals, 0.005 is what its
             batch files keep).
-        iou_threshold: NMS overlap threshold (per class).
+        iou_threshold: NMS overlap threshold (per class); ``None``: MegaDetector's for the
+            variant (0.5 for the MIT YOLOv9 ones, 0.6 for v5a).
         max_boxes: Most boxes kept per frame after NMS.
         classes: MegaDetector categories to keep (``animal``, ``person``, ``vehicle``).
         device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda:1"``...
@@ -76,7 +110,7 @@ class MegaDetectorConfig:
     model: str = "fast"
     weights: str | None = "auto"
     score_threshold: float = 0.2
-    iou_threshold: float = 0.5
+    iou_threshold: float | None = None
     max_boxes: int = 300
     classes: tuple[str, ...] = ("animal",)
     device: str = "auto"
@@ -86,16 +120,17 @@ class MegaDetectorConfig:
         name = ALIASES.get(self.model, self.model)
         if name in NOT_IN_PROCESS:
             raise ValueError(f"MegaDetector {name} ({NOT_IN_PROCESS[name]}) does not run "
-                             f"in-process; use one of {sorted(MEGADETECTOR_MODELS)}, or run it "
+                             f"in-process; use one of {list(MEGADETECTOR_MODELS)}, or run it "
                              "elsewhere and pass its batch JSON with --detector file --boxes")
         if name not in MEGADETECTOR_MODELS:
             raise ValueError(f"unknown MegaDetector model {self.model!r}; use 'fast', "
-                             f"'accurate' or one of {sorted(MEGADETECTOR_MODELS)}")
+                             f"'accurate' or one of {list(MEGADETECTOR_MODELS)}")
         unknown = {c.lower() for c in self.classes} - set(MD_CLASSES)
         if unknown or not self.classes:
             raise ValueError(f"classes {sorted(unknown) or '[]'}: MegaDetector knows "
                              f"{list(MD_CLASSES)}")
-        if self.batch_size < 1 or self.max_boxes < 1 or not 0 < self.iou_threshold <= 1:
+        if (self.batch_size < 1 or self.max_boxes < 1
+                or not 0 < (self.iou_threshold or 0.5) <= 1):
             raise ValueError("batch_size and max_boxes must be >= 1, iou_threshold in (0, 1]")
 
     @property
@@ -164,13 +199,57 @@ def letterbox(images: Sequence[np.ndarray], target: int = INPUT_SIZE):
     return batch, box
 
 
-def postprocess(logits, boxes, score_threshold: float, iou_threshold: float, max_boxes: int):
-    """Scores, per-class NMS and the best ``max_boxes`` per image, as MIT YOLO's ``bbox_nms``.
+def letterbox_v5(images: Sequence[np.ndarray], size: int = V5_SIZE, stride: int = V5_STRIDE):
+    """Resize and pad equally sized RGB frames as MegaDetector v5 does (non-classic mode).
+
+    The long side becomes ``size`` (OpenCV area interpolation when shrinking, bilinear when
+    enlarging; sizes truncated to whole pixels), then each axis is padded with grey to
+    ``ceil(side * size / long_side / stride + 0.5) * stride``, centred.
+
+    Returns:
+        (B, H_in, W_in, 3) uint8 array and the :class:`Letterbox`.
+    """
+    import math
+
+    import cv2
+
+    h, w = images[0].shape[:2]
+    ratio = size / max(h, w)
+    new_w, new_h = (int(w * ratio), int(h * ratio)) if ratio != 1 else (w, h)
+    target = [math.ceil(side / max(h, w) * size / stride + 0.5) * stride for side in (h, w)]
+    top, left = round((target[0] - new_h) / 2 - 0.1), round((target[1] - new_w) / 2 - 0.1)
+    batch = np.full((len(images), target[0], target[1], 3), PAD_VALUE, np.uint8)
+    method = cv2.INTER_AREA if ratio < 1 else cv2.INTER_LINEAR
+    for i, image in enumerate(images):
+        if image.shape[:2] != (h, w):
+            raise ValueError("all frames of a batch must have the same size")
+        resized = image if ratio == 1 else cv2.resize(image, (new_w, new_h), interpolation=method)
+        batch[i, top:top + new_h, left:left + new_w] = resized
+    return batch, Letterbox((w, h), (new_w, new_h), left, top)
+
+
+def v5_scores(raw):
+    """YOLOv5 output (B, N, 5 + C) -> class scores (B, N, C) and ``x1, y1, x2, y2`` (B, N, 4).
+
+    The score is objectness x class probability; each box keeps only its best class (single
+    label, as MegaDetector's NMS); the others get 0.
+    """
+    import torch
+
+    xy, wh = raw[..., :2], raw[..., 2:4]
+    boxes = torch.cat((xy - wh / 2, xy + wh / 2), -1)
+    scores = raw[..., 5:] * raw[..., 4:5]  # (B, N, C)
+    best = scores.max(-1, keepdim=True).values
+    return scores.where(scores >= best, torch.zeros_like(scores)), boxes
+
+
+def postprocess(scores, boxes, score_threshold: float, iou_threshold: float, max_boxes: int):
+    """Threshold, per-class NMS and the best ``max_boxes`` per image (MIT YOLO's ``bbox_nms``).
 
     Args:
-        logits: (B, N, C) class logits.
+        scores: (B, N, C) class scores in [0, 1] (``sigmoid(logits)`` for YOLOv9).
         boxes: (B, N, 4) ``x1, y1, x2, y2`` input pixels.
-        score_threshold: Minimum ``sigmoid(logit)``.
+        score_threshold: Minimum score (exclusive, as MegaDetector).
         iou_threshold: NMS IoU.
         max_boxes: Boxes kept per image (highest scores).
 
@@ -180,7 +259,6 @@ def postprocess(logits, boxes, score_threshold: float, iou_threshold: float, max
     import torch
     from torchvision.ops import batched_nms
 
-    scores = logits.sigmoid()
     out = []
     for b in range(scores.shape[0]):
         anchor, cls = torch.where(scores[b] > score_threshold)
@@ -192,14 +270,14 @@ def postprocess(logits, boxes, score_threshold: float, iou_threshold: float, max
 
 
 class MegaDetectorDetector:
-    """MegaDetector v6 (MIT YOLOv9), keeping the chosen categories.
+    """MegaDetector (v6 MIT YOLOv9 or v5a YOLOv5x6), keeping the chosen categories.
 
     Args:
         cfg: The settings.
 
     Raises:
         CheckpointError: The weights are not cached and cannot be fetched, or the file is not
-            MegaDetector v6 MIT weights of the chosen variant (one line).
+            weights of the chosen variant (one line).
     """
 
     def __init__(self, cfg: MegaDetectorConfig | None = None):
@@ -208,10 +286,27 @@ class MegaDetectorDetector:
         from clamp_track.pipelines.detectors import _device
 
         self.cfg = cfg = cfg or MegaDetectorConfig()
+        self.variant = MEGADETECTOR_MODELS[cfg.variant]
         self._keep = [MD_CLASSES.index(c.lower()) for c in cfg.classes]
         self.class_names = {i: MD_CLASSES[i] for i in self._keep}
         self.device = torch.device(_device(cfg.device))
         self.model = load_megadetector(cfg.variant, cfg.weights).to(self.device)
+        self.iou = cfg.iou_threshold or self.variant.iou
+
+    def _scores(self, images: list[np.ndarray]):
+        """Class scores (B, N, C), boxes (B, N, 4) in input pixels, and the geometry."""
+        import torch
+
+        v5 = self.variant.family == "yolov5"
+        pixels, box = letterbox_v5(images) if v5 else letterbox(images)
+        x = torch.from_numpy(pixels).to(self.device).permute(0, 3, 1, 2)  # (B, 3, H_in, W_in)
+        x = x.float().div_(255)
+        if v5:
+            scores, boxes = v5_scores(self.model(x))
+        else:
+            logits, boxes = self.model(x)
+            scores = logits.sigmoid()
+        return scores, boxes, box
 
     def detect(self, frames: Sequence[Frame]) -> list[Detections]:
         """Detect; see :class:`~clamp_track.pipelines.detectors.Detector`."""
@@ -221,14 +316,11 @@ class MegaDetectorDetector:
         frames = list(frames)
         for start in range(0, len(frames), self.cfg.batch_size):
             batch = frames[start:start + self.cfg.batch_size]
-            pixels, box = letterbox([f.image for f in batch])
-            x = torch.from_numpy(pixels).to(self.device).permute(0, 3, 1, 2)  # (B, 3, S, S)
-            x = x.float().div_(255)
             with torch.inference_mode():
-                logits, boxes = self.model(x)
-                logits = _outside_frame_dropped(logits[..., self._keep], boxes, box)
-                found = postprocess(logits, boxes, self.cfg.score_threshold,
-                                    self.cfg.iou_threshold, self.cfg.max_boxes)
+                scores, boxes, box = self._scores([f.image for f in batch])
+                scores = _outside_frame_dropped(scores[..., self._keep], boxes, box)
+                found = postprocess(scores, boxes, self.cfg.score_threshold, self.iou,
+                                    self.cfg.max_boxes)
             h, w = batch[0].image.shape[:2]
             out += [_to_detections(b, s, c, box, w, h, self._keep) for b, s, c in found]
         return out
@@ -238,13 +330,13 @@ class MegaDetectorDetector:
         self.model = None
 
 
-def _outside_frame_dropped(logits, boxes, box: Letterbox):
-    """Logits with those of boxes centred on the grey padding set to -inf (never kept)."""
+def _outside_frame_dropped(scores, boxes, box: Letterbox):
+    """Scores with those of boxes centred on the grey padding set to 0 (never kept)."""
     centre = (boxes[..., :2] + boxes[..., 2:]) / 2  # (B, N, 2) input pixels
     low = centre.new_tensor([box.pad_left, box.pad_top])
     high = low + centre.new_tensor(box.size)
     inside = ((centre >= low) & (centre <= high)).all(-1, keepdim=True)  # (B, N, 1)
-    return logits.masked_fill(~inside, float("-inf"))
+    return scores.masked_fill(~inside, 0.0)
 
 
 def _to_detections(boxes, scores, cls, box: Letterbox, width: int, height: int,
@@ -259,7 +351,7 @@ def _to_detections(boxes, scores, cls, box: Letterbox, width: int, height: int,
 
 
 def load_megadetector(variant: str, weights: str | Path | None = "auto"):
-    """The YOLOv9 of ``variant`` with its weights, in eval mode.
+    """The network of ``variant`` with its weights, in eval mode.
 
     Args:
         variant: A key of :data:`MEGADETECTOR_MODELS`.
@@ -270,24 +362,35 @@ def load_megadetector(variant: str, weights: str | Path | None = "auto"):
         CheckpointError: As :class:`MegaDetectorDetector`.
         InputError: Unknown variant.
     """
-    from clamp_track.models.yolov9 import (
-        build_yolov9,
-        load_yolov9_state,
-        read_lightning_checkpoint,
-        yolov9_state,
-    )
+    from clamp_track.models import yolov5, yolov9
 
     if variant not in MEGADETECTOR_MODELS:
         raise InputError(f"unknown MegaDetector model {variant!r}; known: "
-                         f"{sorted(MEGADETECTOR_MODELS)}")
-    model = build_yolov9(MEGADETECTOR_MODELS[variant][0], num_classes=len(MD_CLASSES))
+                         f"{list(MEGADETECTOR_MODELS)}")
+    spec = MEGADETECTOR_MODELS[variant]
     if weights is None:
-        return model
+        return (yolov5.build_yolov5() if spec.family == "yolov5"
+                else yolov9.build_yolov9(spec.layout, num_classes=len(MD_CLASSES)))
     if str(weights) == "auto":
         from clamp_track.weights import fetch_file
 
         weights = fetch_file(variant)
-    state = yolov9_state(read_lightning_checkpoint(weights), weights)
-    load_yolov9_state(model, state, weights)
+    if spec.family == "yolov5":
+        model, names = yolov5.load_yolov5_file(weights)
+        _check_classes(names, weights)
+    else:
+        model = yolov9.build_yolov9(spec.layout, num_classes=len(MD_CLASSES))
+        state = yolov9.yolov9_state(yolov9.read_lightning_checkpoint(weights), weights)
+        yolov9.load_yolov9_state(model, state, weights)
     log.info("MegaDetector %s weights: %s", variant, weights)
     return model.eval()
+
+
+def _check_classes(names: dict[int, str], path) -> None:
+    """A YOLOv5 file must be MegaDetector's: classes animal, person, vehicle in that order."""
+    from clamp_track.errors import CheckpointError
+
+    found = tuple(names.get(i, "").lower() for i in range(len(names)))
+    if found and found != MD_CLASSES:
+        raise CheckpointError(f"{path}: a YOLOv5 with classes {list(found)[:5]}, not "
+                              f"MegaDetector's {list(MD_CLASSES)}; pass md_v5a.0.0.pt")

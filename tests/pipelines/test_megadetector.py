@@ -102,11 +102,11 @@ def test_nms_is_per_class_and_keeps_the_best_boxes():
     logits[0, 0, 0], logits[0, 1, 0] = 3.0, 2.0   # two overlapping animals: one survives
     logits[0, 2, 1] = 1.0                          # a person on the same spot: kept
     logits[0, 3, 0] = -2.0                         # sigmoid 0.12: below 0.2
-    ((kept, scores, cls),) = md.postprocess(logits, boxes, 0.2, 0.5, 300)
+    ((kept, scores, cls),) = md.postprocess(logits.sigmoid(), boxes, 0.2, 0.5, 300)
     assert cls.tolist() == [0, 1]
     np.testing.assert_allclose(scores.numpy(), torch.sigmoid(torch.tensor([3.0, 1.0])).numpy())
     assert kept[0].tolist() == [0, 0, 100, 100]
-    ((kept, _, _),) = md.postprocess(logits, boxes, 0.1, 0.5, 1)
+    ((kept, _, _),) = md.postprocess(logits.sigmoid(), boxes, 0.1, 0.5, 1)
     assert len(kept) == 1  # max_boxes
 
 
@@ -278,3 +278,113 @@ def test_clamp_track_run_with_the_megadetector(shared_data, tmp_path, monkeypatc
         assert (b >= 0).all()
     rows = list(csv.DictReader(open(next(tmp_path.glob("*.clamp.csv")))))
     assert {int(r["frame"]) for r in rows} == set(range(6))
+
+
+# --------------------------------------------------------------------- MegaDetector v5a
+
+
+@pytest.mark.parametrize("width, height, box, shape", [
+    (1280, 720, (900, 100, 1100, 400), (768, 1344)),   # MD v5's sizes for 720p
+    (854, 480, (10, 300, 200, 470), (768, 1344)),      # enlarged to a 1280 long side
+    (1920, 1080, (1500, 700, 1910, 1070), (768, 1344)),
+    (480, 854, (40, 600, 300, 820), (1344, 768)),      # portrait
+])
+def test_v5_letterbox_maps_a_drawn_box_back_within_a_pixel(width, height, box, shape):
+    frame = np.zeros((height, width, 3), np.uint8)
+    x1, y1, x2, y2 = box
+    frame[y1:y2, x1:x2] = 255
+    batch, geometry = md.letterbox_v5([frame])
+    assert batch.shape[1:3] == shape and max(geometry.size) == 1280
+    image = batch[0, ..., 0].astype(int)
+    assert image[0, 0] == 114 and image[-1, -1] == 114
+    rows, cols = np.nonzero(image > 127)
+    found = np.array([[cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]])
+    np.testing.assert_allclose(geometry.to_frame(found)[0], box, atol=1.0)
+
+
+def test_v5_scores_are_objectness_times_class_with_one_class_per_box():
+    raw = torch.tensor([[[50.0, 60.0, 20.0, 10.0, 0.5, 0.9, 0.8, 0.1],
+                         [10.0, 10.0, 4.0, 4.0, 0.1, 0.2, 0.7, 0.0]]])
+    scores, boxes = md.v5_scores(raw)
+    torch.testing.assert_close(scores, torch.tensor([[[0.45, 0.0, 0.0], [0.0, 0.07, 0.0]]]))
+    torch.testing.assert_close(boxes[0, 0], torch.tensor([40.0, 55.0, 60.0, 65.0]))
+
+
+def tiny_v5_yaml() -> dict:
+    """YOLOv5x6's layout at a small width and depth (the file format is what is tested)."""
+    from clamp_track.models.yolov5 import YOLOV5X6
+
+    return {**YOLOV5X6, "depth_multiple": 0.33, "width_multiple": 0.125}
+
+
+def save_yolov5_pt(model, path: Path, monkeypatch, names=("animal", "person", "vehicle")):
+    """Save ``model`` as ultralytics/yolov5 saves MegaDetector v5a: a pickled model object.
+
+    The classes are renamed to yolov5's (``models.yolo.Model``, ``models.common.C3``...), which
+    exist only while saving, so loading must not need them.
+    """
+    import copy
+    import sys
+    import types
+
+    from clamp_track.models import yolov5
+
+    fake = {"models": types.ModuleType("models"), "models.yolo": types.ModuleType("models.yolo"),
+            "models.common": types.ModuleType("models.common")}
+    for name, module in fake.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    classes = {}
+    for cls, where in ((yolov5.Conv, "common"), (yolov5.C3, "common"),
+                       (yolov5.Bottleneck, "common"), (yolov5.SPPF, "common"),
+                       (yolov5.Concat, "common"), (yolov5.Detect, "yolo")):
+        classes[cls] = type(cls.__name__, (cls,), {"__module__": f"models.{where}"})
+        setattr(fake[f"models.{where}"], cls.__name__, classes[cls])
+    model = copy.deepcopy(model).half()
+    for module in model.modules():
+        if type(module) in classes:
+            module.__class__ = classes[type(module)]
+        elif isinstance(module, yolov5.Upsample):
+            module.__class__ = torch.nn.Upsample
+    head = model.model[-1]
+    stride = head._buffers.pop("stride").float()
+    head.__dict__["stride"] = stride  # a plain attribute in yolov5's Detect
+    root_cls = type("Model", (torch.nn.Module,), {"__module__": "models.yolo"})
+    fake["models.yolo"].Model = root_cls
+    root = root_cls()
+    root.model = torch.nn.Sequential(*model.model)
+    root.yaml, root.stride, root.names = tiny_v5_yaml(), stride, list(names)
+    torch.save({"epoch": -1, "best_fitness": None, "model": root, "ema": None, "updates": None,
+                "optimizer": None, "date": "2022-06-15"}, path)
+    return path
+
+
+def test_the_pickled_yolov5_model_file_loads_without_yolov5(tmp_path, monkeypatch):
+    from clamp_track.models.yolov5 import build_yolov5
+
+    torch.manual_seed(0)
+    model = build_yolov5(tiny_v5_yaml())
+    path = save_yolov5_pt(model, tmp_path / "md_v5a.0.0.pt", monkeypatch)
+    monkeypatch.undo()  # yolov5's module names are gone again
+    detector = make_detector("megadetector", model="MDv5a", weights=str(path), device="cpu",
+                             score_threshold=0.0, max_boxes=3)
+    x = torch.rand(1, 3, 256, 320)
+    with torch.inference_mode():
+        expected = model.half().float()(x)
+        got = detector.model(x)
+    torch.testing.assert_close(got, expected, atol=1e-3, rtol=1e-3)
+    frame = Frame(0, 0.0, np.random.default_rng(0).integers(0, 255, (480, 854, 3), np.uint8))
+    (found,) = detector.detect([frame])
+    assert 1 <= len(found) <= 3 and set(found.class_ids.tolist()) <= {0}
+    assert (found.boxes >= 0).all() and (found.boxes[:, [0, 2]] <= 854).all()
+
+
+def test_a_yolov5_file_of_another_kind_is_refused(tmp_path, monkeypatch, v9s_ckpt):
+    from clamp_track.models.yolov5 import build_yolov5
+
+    coco = save_yolov5_pt(build_yolov5(tiny_v5_yaml()), tmp_path / "yolov5s.pt", monkeypatch,
+                          names=("person", "bicycle", "car"))
+    monkeypatch.undo()
+    with pytest.raises(CheckpointError, match="classes.*not MegaDetector's"):
+        make_detector("megadetector", model="MDv5a", weights=str(coco), device="cpu")
+    with pytest.raises(CheckpointError, match="not a YOLOv5 / MegaDetector v5 model file"):
+        make_detector("megadetector", model="MDv5a", weights=str(v9s_ckpt[1]), device="cpu")

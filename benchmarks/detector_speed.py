@@ -1,0 +1,90 @@
+"""Detector cost per frame at 720p: MegaDetector variants next to the torchvision detectors.
+
+Every detector runs through ``make_detector(...).detect(frames)`` exactly as ``clamp-track run``
+calls it (letterbox, network, NMS, mapping back), with random weights (speed does not depend on
+them), on a real frame of the BADJA cows clip scaled to 1280x720. Timings alternate between the
+detectors, repeat after repeat, so that machine load affects all alike; the median is reported.
+
+    python benchmarks/detector_speed.py                      # CPU, batches 1 and 4
+    python benchmarks/detector_speed.py --batches 4 --repeats 5 --threads 2
+
+Prints one line per detector and batch size:
+``detector <name> batch <B>: <ms> ms/frame (<x> x MDV6-mit-yolov9-c)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from clamp_track.pipelines.detectors import make_detector
+from clamp_track.types import Frame
+
+CLIP = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "badja-davis" / \
+    "derived" / "cows_480p_24fps.mp4"
+DETECTORS = {
+    "MDV6-mit-yolov9-c": ("megadetector", {"model": "MDV6-mit-yolov9-c"}),
+    "MDV6-mit-yolov9-e": ("megadetector", {"model": "MDV6-mit-yolov9-e"}),
+    "torchvision fast": ("torchvision", {"model": "fast"}),
+    "torchvision accurate": ("torchvision", {"model": "accurate"}),
+}
+
+
+def frame_720p() -> np.ndarray:
+    """A real frame (RGB) scaled to 1280x720, or noise if the shared clip is absent."""
+    import cv2
+
+    if CLIP.is_file():
+        cap = cv2.VideoCapture(str(CLIP))
+        cap.set(cv2.CAP_PROP_POS_FRAMES, 50)
+        ok, bgr = cap.read()
+        cap.release()
+        if ok:
+            return cv2.resize(bgr, (1280, 720), interpolation=cv2.INTER_LINEAR)[:, :, ::-1].copy()
+    return np.random.default_rng(0).integers(0, 255, (720, 1280, 3), np.uint8)
+
+
+def seconds(detector, frames) -> float:
+    start = time.perf_counter()
+    detector.detect(frames)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 4])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--only", nargs="+", choices=list(DETECTORS), default=list(DETECTORS))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    image = frame_720p()
+    print(f"# CPU, {args.threads} threads, torch {torch.__version__}, 1280x720 frames, "
+          f"median of {args.repeats}")
+    detectors = {}
+    for name in args.only:
+        backend, options = DETECTORS[name]
+        detectors[name] = make_detector(backend, weights=None, device="cpu",
+                                        score_threshold=0.5, **options)
+    for batch in args.batches:
+        frames = [Frame(i, i / 24, image) for i in range(batch)]
+        for detector in detectors.values():  # warm-up
+            seconds(detector, frames)
+        times = {name: [] for name in detectors}
+        for _ in range(args.repeats):
+            for name, detector in detectors.items():
+                times[name].append(seconds(detector, frames) / batch)
+        reference = statistics.median(times.get("MDV6-mit-yolov9-c") or next(iter(times.values())))
+        for name, values in times.items():
+            ms = statistics.median(values) * 1000
+            print(f"detector {name} batch {batch}: {ms:.0f} ms/frame "
+                  f"({ms / 1000 / reference:.2f} x MDV6-mit-yolov9-c)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
