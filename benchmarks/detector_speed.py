@@ -30,6 +30,7 @@ CLIP = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "badja-d
 DETECTORS = {
     "MDV6-mit-yolov9-c": ("megadetector", {"model": "MDV6-mit-yolov9-c"}),
     "MDV6-mit-yolov9-e": ("megadetector", {"model": "MDV6-mit-yolov9-e"}),
+    "MDv5a": ("megadetector", {"model": "MDv5a"}),
     "torchvision fast": ("torchvision", {"model": "fast"}),
     "torchvision accurate": ("torchvision", {"model": "accurate"}),
 }
