@@ -105,6 +105,9 @@ class MegaDetectorConfig:
         classes: MegaDetector categories to keep (``animal``, ``person``, ``vehicle``).
         device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda:1"``...
         batch_size: Frames per forward pass.
+        image_size: ``MDv5a`` only: the long side frames are resized to (MegaDetector's
+            ``image_size``, 1280 by default; smaller is faster and misses small animals). The v6
+            weights always run at 640 x 640.
     """
 
     model: str = "fast"
@@ -115,6 +118,7 @@ class MegaDetectorConfig:
     classes: tuple[str, ...] = ("animal",)
     device: str = "auto"
     batch_size: int = 4
+    image_size: int = V5_SIZE
 
     def __post_init__(self):
         name = ALIASES.get(self.model, self.model)
@@ -129,9 +133,10 @@ class MegaDetectorConfig:
         if unknown or not self.classes:
             raise ValueError(f"classes {sorted(unknown) or '[]'}: MegaDetector knows "
                              f"{list(MD_CLASSES)}")
-        if (self.batch_size < 1 or self.max_boxes < 1
+        if (self.batch_size < 1 or self.max_boxes < 1 or self.image_size < V5_STRIDE
                 or not 0 < (self.iou_threshold or 0.5) <= 1):
-            raise ValueError("batch_size and max_boxes must be >= 1, iou_threshold in (0, 1]")
+            raise ValueError(f"batch_size and max_boxes must be >= 1, image_size >= {V5_STRIDE}, "
+                             "iou_threshold in (0, 1]")
 
     @property
     def variant(self) -> str:
@@ -298,7 +303,7 @@ class MegaDetectorDetector:
         import torch
 
         v5 = self.variant.family == "yolov5"
-        pixels, box = letterbox_v5(images) if v5 else letterbox(images)
+        pixels, box = letterbox_v5(images, self.cfg.image_size) if v5 else letterbox(images)
         x = torch.from_numpy(pixels).to(self.device).permute(0, 3, 1, 2)  # (B, 3, H_in, W_in)
         x = x.float().div_(255)
         if v5:

@@ -283,18 +283,19 @@ def test_clamp_track_run_with_the_megadetector(shared_data, tmp_path, monkeypatc
 # --------------------------------------------------------------------- MegaDetector v5a
 
 
-@pytest.mark.parametrize("width, height, box, shape", [
-    (1280, 720, (900, 100, 1100, 400), (768, 1344)),   # MD v5's sizes for 720p
-    (854, 480, (10, 300, 200, 470), (768, 1344)),      # enlarged to a 1280 long side
-    (1920, 1080, (1500, 700, 1910, 1070), (768, 1344)),
-    (480, 854, (40, 600, 300, 820), (1344, 768)),      # portrait
+@pytest.mark.parametrize("width, height, box, size, shape", [
+    (1280, 720, (900, 100, 1100, 400), 1280, (768, 1344)),   # MD v5's sizes for 720p
+    (854, 480, (10, 300, 200, 470), 1280, (768, 1344)),      # enlarged to a 1280 long side
+    (1920, 1080, (1500, 700, 1910, 1070), 1280, (768, 1344)),
+    (480, 854, (40, 600, 300, 820), 1280, (1344, 768)),      # portrait
+    (1280, 720, (900, 100, 1100, 400), 640, (448, 704)),     # image_size=640
 ])
-def test_v5_letterbox_maps_a_drawn_box_back_within_a_pixel(width, height, box, shape):
+def test_v5_letterbox_maps_a_drawn_box_back_within_a_pixel(width, height, box, size, shape):
     frame = np.zeros((height, width, 3), np.uint8)
     x1, y1, x2, y2 = box
     frame[y1:y2, x1:x2] = 255
-    batch, geometry = md.letterbox_v5([frame])
-    assert batch.shape[1:3] == shape and max(geometry.size) == 1280
+    batch, geometry = md.letterbox_v5([frame], size)
+    assert batch.shape[1:3] == shape and max(geometry.size) == size
     image = batch[0, ..., 0].astype(int)
     assert image[0, 0] == 114 and image[-1, -1] == 114
     rows, cols = np.nonzero(image > 127)
@@ -366,7 +367,7 @@ def test_the_pickled_yolov5_model_file_loads_without_yolov5(tmp_path, monkeypatc
     path = save_yolov5_pt(model, tmp_path / "md_v5a.0.0.pt", monkeypatch)
     monkeypatch.undo()  # yolov5's module names are gone again
     detector = make_detector("megadetector", model="MDv5a", weights=str(path), device="cpu",
-                             score_threshold=0.0, max_boxes=3)
+                             score_threshold=0.0, max_boxes=3, image_size=640)
     x = torch.rand(1, 3, 256, 320)
     with torch.inference_mode():
         expected = model.half().float()(x)
