@@ -295,7 +295,10 @@ class MegaDetectorDetector:
         self._keep = [MD_CLASSES.index(c.lower()) for c in cfg.classes]
         self.class_names = {i: MD_CLASSES[i] for i in self._keep}
         self.device = torch.device(_device(cfg.device))
-        self.model = load_megadetector(cfg.variant, cfg.weights).to(self.device)
+        from clamp_track.models.yolov9 import fuse_batchnorm
+
+        model = load_megadetector(cfg.variant, cfg.weights)
+        self.model = fuse_batchnorm(model).to(self.device)  # inference only: BN folded in
         self.iou = cfg.iou_threshold or self.variant.iou
 
     def _scores(self, images: list[np.ndarray]):

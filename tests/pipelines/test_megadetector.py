@@ -154,8 +154,9 @@ def test_the_lightning_checkpoint_loads_exactly(v9s_ckpt):
     x = torch.rand(2, 3, 256, 256)  # any multiple of 32 runs; 640 is what the detector feeds
     with torch.inference_mode():
         expected, got = model.eval()(x), detector.model(x)
-    torch.testing.assert_close(got[0], expected[0])
-    torch.testing.assert_close(got[1], expected[1])
+    # the detector folds BatchNorm into the convolutions: equal up to float rounding
+    torch.testing.assert_close(got[0], expected[0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got[1], expected[1], atol=1e-3, rtol=1e-4)
     # the same file is the v9-s layout: asking for the v9-c variant names the mismatch
     with pytest.raises(CheckpointError, match=r"MDV6-c.ckpt: does not fit YOLOv9 v9-c \(the "
                                               r"file is the v9-s layout"):
