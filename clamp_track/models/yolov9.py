@@ -437,8 +437,45 @@ class _Opaque:
         self.state = state
 
 
+#: Globals no weights file needs: a pickle naming one is an attack (or not a weights file) and
+#: is refused outright, although its stand-in would be inert too. Whole modules, and single
+#: builtins (``builtins.dict`` / ``list`` do occur: OmegaConf pickles them as type markers).
+_CODE_RUNNING_MODULES = frozenset({
+    "os", "posix", "nt", "subprocess", "sys", "shutil", "socket", "importlib", "runpy", "code",
+    "codeop", "ctypes", "pickle", "_pickle", "marshal", "pty", "webbrowser", "multiprocessing",
+    "pdb", "urllib", "http", "requests", "torch.hub", "torch.ops", "torch._ops", "torch.jit",
+    "torch.package",
+})
+_CODE_RUNNING_BUILTINS = frozenset({
+    "eval", "exec", "compile", "open", "__import__", "getattr", "setattr", "delattr",
+    "globals", "locals", "vars", "input", "breakpoint", "exit", "quit",
+})
+
+
+def _runs_code(name: str) -> bool:
+    module, _, attr = name.rpartition(".")
+    if module == "builtins":
+        return attr in _CODE_RUNNING_BUILTINS
+    return any(module == m or module.startswith(m + ".") for m in _CODE_RUNNING_MODULES)
+
+
 def _stand_ins(path: Path) -> list:
+    """``(stand-in class, "module.Name")`` for every global the file's pickle names.
+
+    The weights-only unpickler then resolves each of those names to an inert
+    :class:`_Opaque` subclass: whatever the pickle asks to build or call, only ``_Opaque``'s own
+    ``__init__`` / ``__setstate__`` run, which store their arguments.
+
+    Raises:
+        CheckpointError: The pickle names a callable of a code-running module (``os.system``,
+            ``builtins.exec``, ``subprocess.Popen``...): no genuine weights file does.
+    """
     names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    for name in names:
+        if _runs_code(name):
+            raise CheckpointError(f"{path}: refused, its pickle calls {name}, which no weights "
+                                  "file needs (a pickle can run code when loaded); nothing of "
+                                  "it was run or loaded")
     return [(type(name.rsplit(".", 1)[-1], (_Opaque,), {}), name) for name in names]
 
 

@@ -184,6 +184,45 @@ def test_a_wrong_file_is_refused_with_one_line(tmp_path, content, message):
     assert "\n" not in str(err.value) and str(path) in str(err.value)
 
 
+def plant(marker: str) -> None:
+    """What a malicious pickle would call: leaves a file behind if it ever runs."""
+    Path(marker).write_text("code from the weights file ran")
+
+
+class Payload:
+    """Unpickles as a call of ``call(*args)`` (how a pickle runs code when loaded)."""
+
+    def __init__(self, call, *args):
+        self.call, self.args = call, args
+
+    def __reduce__(self):
+        return self.call, self.args
+
+
+def test_loading_a_weights_file_never_runs_code_from_it(tmp_path, v9s_ckpt):
+    import os
+
+    model, _ = v9s_ckpt
+    marker = tmp_path / "ran"
+    # a call to a function of any module becomes an inert stand-in: the file loads, nothing runs
+    path = save_lightning_ckpt(model, tmp_path / "MDV6-c.ckpt")
+    data = torch.load(path, weights_only=False)
+    data["callbacks"] = {"x": Payload(plant, str(marker))}
+    torch.save(data, path)
+    detector = make_detector("megadetector", weights=str(path), device="cpu")
+    assert detector.model is not None and not marker.exists()
+    # calls of code-running modules are refused with one line naming them
+    for call, args in ((os.system, (f"touch {marker}",)),
+                       (exec, (f"open({str(marker)!r}, 'w')",))):
+        data["callbacks"] = {"x": Payload(call, *args)}
+        torch.save(data, path)
+        calls = r"refused, its pickle calls (posix\.system|nt\.system|builtins\.exec)"
+        with pytest.raises(CheckpointError, match=calls) as err:
+            make_detector("megadetector", weights=str(path), device="cpu")
+        assert "\n" not in str(err.value) and str(path) in str(err.value)
+    assert not marker.exists()
+
+
 def test_weights_by_name_offline_say_where_to_put_the_file(tmp_path, monkeypatch):
     from clamp_track import weights
 
@@ -378,6 +417,20 @@ def test_the_pickled_yolov5_model_file_loads_without_yolov5(tmp_path, monkeypatc
     (found,) = detector.detect([frame])
     assert 1 <= len(found) <= 3 and set(found.class_ids.tolist()) <= {0}
     assert (found.boxes >= 0).all() and (found.boxes[:, [0, 2]] <= 854).all()
+
+
+def test_the_pickled_yolov5_file_runs_none_of_its_code(tmp_path, monkeypatch):
+    from clamp_track.models.yolov5 import build_yolov5
+
+    path = save_yolov5_pt(build_yolov5(tiny_v5_yaml()), tmp_path / "md_v5a.0.0.pt", monkeypatch)
+    marker = tmp_path / "ran"
+    data = torch.load(path, weights_only=False)  # a test may; clamp-track never does
+    data["model"].payload = Payload(plant, str(marker))  # inside the pickled model object
+    torch.save(data, path)
+    monkeypatch.undo()  # yolov5's module names are gone again
+    detector = make_detector("megadetector", model="MDv5a", weights=str(path), device="cpu",
+                             image_size=256)
+    assert detector.model is not None and not marker.exists()
 
 
 def test_a_yolov5_file_of_another_kind_is_refused(tmp_path, monkeypatch, v9s_ckpt):
