@@ -38,8 +38,11 @@ def add_run_options(p: argparse.ArgumentParser,
     p.add_argument("--keypoints", help="keypoint set for random weights (testing)")
     p.add_argument("--detector",
                    choices=["torchvision", "mmdet", "file", "motion", "megadetector"])
+    from clamp_track.pipelines.megadetector import MEGADETECTOR_MODELS
+
     p.add_argument("--detector-model", help="torchvision: fast|accurate|MODEL; megadetector: "
-                   "fast|accurate|MDV6-mit-yolov9-c|MDV6-mit-yolov9-e; mmdet: CONFIG")
+                   f"{'|'.join(MEGADETECTOR_MODELS)} (default MDV6-mit-yolov9-c; fast = -c, "
+                   "accurate = -e); mmdet: CONFIG")
     p.add_argument("--detector-checkpoint", help="mmdet checkpoint")
     p.add_argument("--boxes", help=boxes_help)
     p.add_argument("--detect-every", type=int, metavar="K", help="detect every K-th frame")

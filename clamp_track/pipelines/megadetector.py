@@ -80,8 +80,9 @@ MEGADETECTOR_MODELS = {
 ALIASES = {"fast": "MDV6-mit-yolov9-c", "accurate": "MDV6-mit-yolov9-e"}
 #: Variants known but not runnable in-process (see the README).
 NOT_IN_PROCESS = {
-    "MDV6-apa-rtdetr-c": "Apache-2.0 RT-DETRv2 (its network is not built into clamp-track)",
-    "MDV6-apa-rtdetr-e": "Apache-2.0 RT-DETRv2 (its network is not built into clamp-track)",
+    name: "Apache-2.0 RT-DETRv2 weights: their network (ResNet-vd, hybrid encoder, deformable-"
+          "attention decoder) is not built into clamp-track"
+    for name in ("MDV6-apa-rtdetr-c", "MDV6-apa-rtdetr-e")
 }
 INPUT_SIZE = 640
 V5_SIZE, V5_STRIDE = 1280, 64
@@ -123,8 +124,8 @@ class MegaDetectorConfig:
     def __post_init__(self):
         name = ALIASES.get(self.model, self.model)
         if name in NOT_IN_PROCESS:
-            raise ValueError(f"MegaDetector {name} ({NOT_IN_PROCESS[name]}) does not run "
-                             f"in-process; use one of {list(MEGADETECTOR_MODELS)}, or run it "
+            raise ValueError(f"MegaDetector {name} does not run in-process ({NOT_IN_PROCESS[name]}"
+                             f"); use one of {', '.join(MEGADETECTOR_MODELS)}, or run it "
                              "elsewhere and pass its batch JSON with --detector file --boxes")
         if name not in MEGADETECTOR_MODELS:
             raise ValueError(f"unknown MegaDetector model {self.model!r}; use 'fast', "

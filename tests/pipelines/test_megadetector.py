@@ -125,8 +125,15 @@ def test_only_animals_are_kept_by_default_and_classes_widens_it(shared_data):
     assert animals.class_names == {0: "animal"}
     _person_everywhere(animals)
     assert len(animals.detect([frame])[0]) == 0
-    both = make_detector("megadetector", weights=None, device="cpu", max_boxes=5,
-                         classes=("animal", "person"))
+    # as the command line gives it: --set 'detect.options.classes=[animal,person]'
+    from clamp_track.config import from_dict, parse_overrides
+    from clamp_track.pipelines.run import RunConfig
+
+    settings = parse_overrides(["detect.name=megadetector",
+                                "detect.options.classes=[animal,person]",
+                                "detect.options.weights=null", "detect.options.max_boxes=5"])
+    detect = from_dict(RunConfig, settings).detect
+    both = make_detector("megadetector", **detect.backend_options(Path("v.mp4"), "cpu"))
     _person_everywhere(both)
     (found,) = both.detect([frame])
     assert both.class_names == {0: "animal", 1: "person"}
@@ -140,8 +147,12 @@ def test_bad_options_are_one_line_errors():
         make_detector("megadetector", classes=("cat",))
     with pytest.raises(InputError, match="unknown MegaDetector model 'v7'"):
         make_detector("megadetector", model="v7")
-    with pytest.raises(InputError, match="does not run in-process.*--detector file"):
-        make_detector("megadetector", model="MDV6-apa-rtdetr-c")
+    for rtdetr in ("MDV6-apa-rtdetr-c", "MDV6-apa-rtdetr-e"):
+        with pytest.raises(InputError, match=f"{rtdetr} does not run in-process .*RT-DETRv2.*; "
+                           "use one of MDV6-mit-yolov9-c, MDV6-mit-yolov9-e, MDv5a.*"
+                           "--detector file") as err:
+            make_detector("megadetector", model=rtdetr)
+        assert "\n" not in str(err.value)
 
 
 # ---------------------------------------------------------------------------- weights files
