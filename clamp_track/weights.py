@@ -103,7 +103,8 @@ REGISTRY: dict[str, WeightsEntry] = {
                      "https://github.com/agentmorris/MegaDetector/releases/download/v5.0/"
                      "md_v5a.0.0.pt", "github.com/agentmorris/MegaDetector release v5.0",
                      file="md_v5a.0.0.pt", md5="ec1d7603ec8cf642d6e0cd008ba2be8c",
-                     licence="MIT"),
+                     licence="no restrictions by its developers (trained with GPL-3.0 yolov5); "
+                     "PytorchWildlife's model zoo lists AGPL-3.0"),
     )
 }
 

@@ -483,10 +483,12 @@ def read_lightning_checkpoint(path: str | os.PathLike) -> dict:
     """``torch.load`` a (Lightning) checkpoint with the weights-only unpickler.
 
     Objects other than tensors and plain data (OmegaConf configs in ``hyper_parameters``, ...)
-    become inert stand-ins, so no code from the file runs.
+    become inert stand-ins, so no code from the file runs; a pickle that names a code-running
+    callable (``os.system``, ``builtins.exec``...) is refused outright.
 
     Raises:
-        CheckpointError: Not a PyTorch checkpoint, truncated or empty (one line).
+        CheckpointError: Not a PyTorch checkpoint, truncated or empty, or a pickle calling a
+            code-running callable (one line).
     """
     path = Path(path)
     if not path.is_file():

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 #: batch-output JSON).
 MD_CLASSES = ("animal", "person", "vehicle")
 
+
 @dataclass(frozen=True)
 class Variant:
     """An offered MegaDetector.
@@ -56,25 +57,24 @@ class Variant:
     Attributes:
         family: ``"yolov9"`` (MIT YOLO layout) or ``"yolov5"``.
         layout: The YOLOv9 layout (``v9-s``, ``v9-c``); for YOLOv5, the file brings its own.
-        licence: Licence of the weights.
         iou: MegaDetector's NMS IoU for it.
         description: One line.
     """
 
     family: str
     layout: str | None
-    licence: str
     iou: float
     description: str
 
 
-#: Offered variants, by the names MegaDetector / PytorchWildlife use.
+#: Offered variants, by the names MegaDetector / PytorchWildlife use (their weights, with
+#: licence and checksums, are entries of :data:`clamp_track.weights.REGISTRY`).
 MEGADETECTOR_MODELS = {
-    "MDV6-mit-yolov9-c": Variant("yolov9", "v9-s", "MIT", 0.5,
+    "MDV6-mit-yolov9-c": Variant("yolov9", "v9-s", 0.5,
                                  "MegaDetector v6 compact, MIT YOLOv9 (v9-s layout), 640 px"),
-    "MDV6-mit-yolov9-e": Variant("yolov9", "v9-c", "MIT", 0.5,
+    "MDV6-mit-yolov9-e": Variant("yolov9", "v9-c", 0.5,
                                  "MegaDetector v6 extra, MIT YOLOv9 (v9-c layout), 640 px"),
-    "MDv5a": Variant("yolov5", None, "MIT", 0.6, "MegaDetector v5a, YOLOv5x6, 1280 px"),
+    "MDv5a": Variant("yolov5", None, 0.6, "MegaDetector v5a, YOLOv5x6, 1280 px"),
 }
 #: ``--detector-model`` aliases, as for the torchvision detector.
 ALIASES = {"fast": "MDV6-mit-yolov9-c", "accurate": "MDV6-mit-yolov9-e"}
