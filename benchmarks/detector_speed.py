@@ -11,6 +11,9 @@ detectors, repeat after repeat, so that machine load affects all alike; the medi
 Prints one line per detector and batch size: ``detector <name> batch <B>: <c> CPU ms/frame,
 <w> ms wall (<x> x MDV6-mit-yolov9-c)``. CPU ms is the process's CPU time (all its threads):
 on a shared, busy machine it is the stable measure of cost; wall time is what a run waits.
+On an overloaded machine use ``--threads 1``: with more, the math library's threads spin while
+waiting for siblings that are not scheduled, and that spinning counts as CPU time (measured
+here at load 14 on 2 cores: 5.5 s instead of 0.5 s per frame for MDV6-mit-yolov9-c).
 """
 
 from __future__ import annotations
