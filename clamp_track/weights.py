@@ -6,7 +6,10 @@
   ``--pose-weights <stem>`` finds them by name.
 * CLIP initial weights (``pretrained="openai"``) are fetched and cached by open_clip's own
   logic (the Hugging Face hub cache).
-* Detector weights are fetched and cached by torchvision (the torch hub cache).
+* Detector weights are fetched and cached by torchvision (the torch hub cache); MegaDetector's
+  are single files fetched by :func:`fetch_file` into ``<cache>/detector`` (with a progress bar),
+  checked against the registry's checksum and, from then on, against the SHA-256 recorded at
+  the first fetch.
 
 Without network, anything not cached fails at once with a message saying what to download and
 where to put it.
@@ -37,8 +40,12 @@ class WeightsEntry:
         name: Registry name.
         kind: ``"pose"``, ``"clip"`` or ``"detector"``.
         description: One line for ``weights list``.
-        url: Where it comes from (for pose archives, a direct download URL).
+        url: Where it comes from (for pose archives and single files, a direct download URL).
         source: Human-readable provenance.
+        file: For a single file fetched by :func:`fetch_file`: its name in the cache.
+        md5: Its MD5 as the publisher lists it (Zenodo does), when known.
+        sha256: Its SHA-256, when known.
+        licence: Licence of the weights.
     """
 
     name: str
@@ -46,9 +53,14 @@ class WeightsEntry:
     description: str
     url: str
     source: str
+    file: str | None = None
+    md5: str | None = None
+    sha256: str | None = None
+    licence: str | None = None
 
 
 _GDRIVE = "https://drive.usercontent.google.com/download?id={}&export=download&confirm=t"
+_ZENODO_MD6 = "https://zenodo.org/records/15398270/files/{}?download=1"
 
 REGISTRY: dict[str, WeightsEntry] = {
     e.name: e
@@ -72,6 +84,27 @@ REGISTRY: dict[str, WeightsEntry] = {
                      "COCO Faster R-CNN ResNet-50 v2 (accurate animal detector)",
                      "torchvision FasterRCNN_ResNet50_FPN_V2_Weights.DEFAULT",
                      "torchvision model zoo"),
+        # MegaDetector v6, MIT weights (Zenodo record 15398270, as PytorchWildlife 1.3.0 fetches
+        # them). The MD5 of the compact file is the one Zenodo lists, as quoted by a project
+        # that checks it before loading; the extra file's is not known here, so its SHA-256 is
+        # recorded at the first fetch and checked from then on.
+        WeightsEntry("MDV6-mit-yolov9-c", "detector",
+                     "MegaDetector v6 compact, MIT YOLOv9 (animal/person/vehicle)",
+                     _ZENODO_MD6.format("MDV6-mit-yolov9-c.ckpt"), "zenodo.org/records/15398270",
+                     file="MDV6-mit-yolov9-c.ckpt", md5="d8626ba22fccbd9c520e0deb19d721f7",
+                     licence="MIT"),
+        WeightsEntry("MDV6-mit-yolov9-e", "detector",
+                     "MegaDetector v6 extra, MIT YOLOv9 (animal/person/vehicle)",
+                     _ZENODO_MD6.format("MDV6-mit-yolov9-e.ckpt"), "zenodo.org/records/15398270",
+                     file="MDV6-mit-yolov9-e.ckpt", licence="MIT"),
+        # MegaDetector v5a: URL and MD5 as the megadetector package 10.0.28 lists them
+        # (run_detector.py, known_models['v5a.0.0']).
+        WeightsEntry("MDv5a", "detector", "MegaDetector v5a, YOLOv5x6 (animal/person/vehicle)",
+                     "https://github.com/agentmorris/MegaDetector/releases/download/v5.0/"
+                     "md_v5a.0.0.pt", "github.com/agentmorris/MegaDetector release v5.0",
+                     file="md_v5a.0.0.pt", md5="ec1d7603ec8cf642d6e0cd008ba2be8c",
+                     licence="no restrictions by its developers (trained with GPL-3.0 yolov5); "
+                     "PytorchWildlife's model zoo lists AGPL-3.0"),
     )
 }
 
@@ -194,6 +227,8 @@ def fetch(name: str) -> list[Path]:
     if entry.kind == "clip":
         arch = {"clip-rn50": "RN50", "clip-vitb16": "ViT-B-16"}[name]
         return [clip_weights_file(arch, "openai")]
+    if entry.file:
+        return [fetch_file(name)]
     if entry.kind == "detector":
         return [_fetch_torchvision(name)]
     return fetch_pose_archive(entry.url, name)
@@ -290,6 +325,76 @@ def imagenet_resnet_file() -> Path:
                 f"download {url} and put it at {path}"
             ) from None
     return path
+
+
+def is_offline() -> bool:
+    """Whether the user asked for no downloads (``HF_HUB_OFFLINE=1``, as the tests set)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def _digest(path: Path, algorithm: str) -> str:
+    import hashlib
+
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_file(path: Path, entry: WeightsEntry) -> None:
+    """Compare ``path`` with the registry's checksums and the SHA-256 recorded at first fetch."""
+    sidecar = path.with_name(path.name + ".sha256")
+    expected = [("sha256", entry.sha256), ("md5", entry.md5)]
+    if sidecar.is_file():
+        expected.append(("sha256", sidecar.read_text().split()[0]))
+    for algorithm, value in expected:
+        if value and _digest(path, algorithm) != value.lower():
+            raise CheckpointError(
+                f"{path}: {algorithm} does not match {entry.name}'s ({value}); the file is "
+                f"damaged or another one: delete it and fetch it again ({entry.url})")
+
+
+def fetch_file(name: str) -> Path:
+    """The single weights file ``name`` of the registry, fetched once and checked.
+
+    Downloaded with a progress bar into ``<cache>/detector``, checksum-checked, then reused.
+
+    Raises:
+        CheckpointError: Unknown name; offline or the download failed (one line with the URL
+            and where to put the file); a checksum mismatch.
+    """
+    from clamp_track.config import atomic_write_text
+
+    entry = REGISTRY.get(name)
+    if entry is None or not entry.file:
+        known = sorted(n for n, e in REGISTRY.items() if e.file)
+        raise CheckpointError(f"unknown weights file {name!r}; known: {', '.join(known)}")
+    target = cache_dir() / "detector" / entry.file
+    if not target.is_file():
+        where = f"download {entry.url} and put it at {target}"
+        if is_offline():
+            raise CheckpointError(f"{entry.name} weights are not cached and downloads are off "
+                                  f"(HF_HUB_OFFLINE): {where}")
+        import torch
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        log.info("downloading %s (%s) to %s", entry.name, entry.licence or "?", target)
+        try:  # writes a temporary file and renames it when complete
+            torch.hub.download_url_to_file(entry.url, str(target), progress=True)
+        except (OSError, RuntimeError) as exc:
+            raise CheckpointError(f"cannot download {entry.name} ({exc.__class__.__name__}: "
+                                  f"{str(exc)[:80]}); {where}") from None
+        try:
+            _check_file(target, entry)
+        except CheckpointError:
+            target.unlink(missing_ok=True)
+            raise
+        atomic_write_text(target.with_name(target.name + ".sha256"),
+                          f"{_digest(target, 'sha256')}  {entry.file}\n")
+        return target
+    _check_file(target, entry)
+    return target
 
 
 def _fetch_torchvision(name: str) -> Path:

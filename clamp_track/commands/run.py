@@ -36,8 +36,13 @@ def add_run_options(p: argparse.ArgumentParser,
                    help="checkpoint file (ours or official), cached name, 'auto' (default: the "
                    "official weights of --pose-model, fetched once) or 'none' (untrained)")
     p.add_argument("--keypoints", help="keypoint set for random weights (testing)")
-    p.add_argument("--detector", choices=["torchvision", "mmdet", "file", "motion"])
-    p.add_argument("--detector-model", help="torchvision: fast|accurate|MODEL; mmdet: CONFIG")
+    p.add_argument("--detector",
+                   choices=["torchvision", "mmdet", "file", "motion", "megadetector"])
+    from clamp_track.pipelines.megadetector import MEGADETECTOR_MODELS
+
+    p.add_argument("--detector-model", help="torchvision: fast|accurate|MODEL; megadetector: "
+                   f"{'|'.join(MEGADETECTOR_MODELS)} (default MDV6-mit-yolov9-c; fast = -c, "
+                   "accurate = -e); mmdet: CONFIG")
     p.add_argument("--detector-checkpoint", help="mmdet checkpoint")
     p.add_argument("--boxes", help=boxes_help)
     p.add_argument("--detect-every", type=int, metavar="K", help="detect every K-th frame")

@@ -28,10 +28,15 @@ from PyQt6.QtWidgets import (
 )
 
 from clamp_track.gui.workers import ExportRequest, RunRequest, TaskWorker
+from clamp_track.pipelines.megadetector import MEGADETECTOR_MODELS
 
 #: Pose model variants offered in the run dialog (any registered name can be typed).
 POSE_MODELS = ("clamp_rn50", "clamp_vitb16")
-DETECTORS = ("torchvision", "motion", "file", "mmdet")
+DETECTORS = ("torchvision", "megadetector", "motion", "file", "mmdet")
+#: ``--detector-model`` choices offered per detector, the default first (any can be typed).
+DETECTOR_MODELS = {"torchvision": ("fast", "accurate"),
+                   "megadetector": tuple(MEGADETECTOR_MODELS),
+                   "mmdet": ()}
 EXPORT_FORMATS = (("csv", "Tidy CSV (one row per frame, animal and keypoint)"),
                   ("dlc", "DeepLabCut .h5 / .csv"),
                   ("sleap", "SLEAP .slp (opens in SLEAP) and analysis .h5"),
@@ -121,6 +126,10 @@ class RunDialog(QDialog):
         self.weights.setPlaceholderText("auto: the official weights (fetched once), or a file")
         self.detector = QComboBox()
         self.detector.addItems(DETECTORS)
+        self.detector_model = QComboBox()
+        self.detector_model.setEditable(True)
+        self.detector_model.setToolTip("torchvision: fast / accurate; megadetector: its variant "
+                                       "(MDV6-mit-yolov9-c is the cheapest); mmdet: the config")
         self.boxes = QLineEdit()
         self.boxes.setPlaceholderText("MegaDetector JSON or MOT det.txt (file detector)")
         self.detect_every = QSpinBox()
@@ -148,6 +157,7 @@ class RunDialog(QDialog):
         form.addRow("Pose weights", _path_row(self.weights, lambda e: _pick_file(
             e, "Pose weights", "Checkpoints (*.pt *.pth);;All files (*)")))
         form.addRow("Detector", self.detector)
+        form.addRow("Detector model", self.detector_model)
         form.addRow("Boxes file", _path_row(self.boxes, lambda e: _pick_file(e, "Boxes")))
         form.addRow("Detect every", self.detect_every)
         form.addRow("Device", self.device)
@@ -171,6 +181,9 @@ class RunDialog(QDialog):
 
     def _detector_changed(self, name: str) -> None:
         self.boxes.setEnabled(name == "file")
+        self.detector_model.clear()
+        self.detector_model.addItems(DETECTOR_MODELS.get(name, ()))
+        self.detector_model.setEnabled(name in DETECTOR_MODELS)
 
     def request(self) -> RunRequest:
         """The run the user asked for.
@@ -191,6 +204,9 @@ class RunDialog(QDialog):
             settings["pose_weights"] = self.weights.text().strip()
         if self.detector.currentText() == "file":
             settings["detect"]["boxes"] = self.boxes.text().strip()
+        model = self.detector_model.currentText().strip()
+        if self.detector.currentText() in DETECTOR_MODELS and model:
+            settings["detect"]["model"] = model
         settings = merge(settings, parse_overrides(self.extra.text().split()))
         out = self.out_dir.text().strip()
         return RunRequest(Path(self.video.text().strip()), settings, Path(out) if out else None,

@@ -18,6 +18,8 @@ k-th frame is the caller's business.
 * ``file``: boxes someone already computed: a MegaDetector batch-output JSON (for a video, or for
   frames extracted from it) or a MOTChallenge ``det.txt``.
 * ``motion``: background subtraction (OpenCV MOG2 or KNN) for static cameras; needs no weights.
+* ``megadetector``: MegaDetector v6 (MIT YOLOv9 weights) in-process; see
+  :mod:`clamp_track.pipelines.megadetector`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
 import socket
 import threading
@@ -78,9 +79,10 @@ def make_detector(name: str, **options) -> Detector:
     """Build a detector by name.
 
     Args:
-        name: ``"torchvision"``, ``"mmdet"``, ``"file"`` or ``"motion"``.
+        name: ``"torchvision"``, ``"mmdet"``, ``"file"``, ``"motion"`` or ``"megadetector"``.
         **options: Fields of the backend's config (:class:`TorchvisionConfig`,
-            :class:`MMDetConfig`, :class:`FileConfig`, :class:`MotionConfig`).
+            :class:`MMDetConfig`, :class:`FileConfig`, :class:`MotionConfig`,
+            :class:`~clamp_track.pipelines.megadetector.MegaDetectorConfig`).
 
     Returns:
         The detector.
@@ -88,10 +90,13 @@ def make_detector(name: str, **options) -> Detector:
     Raises:
         InputError: Unknown name or option, or a bad option value.
     """
+    from clamp_track.pipelines.megadetector import MegaDetectorConfig, MegaDetectorDetector
+
     backends = {"torchvision": (TorchvisionConfig, TorchvisionDetector),
                 "mmdet": (MMDetConfig, MMDetDetector),
                 "file": (FileConfig, FileDetector),
-                "motion": (MotionConfig, MotionDetector)}
+                "motion": (MotionConfig, MotionDetector),
+                "megadetector": (MegaDetectorConfig, MegaDetectorDetector)}
     if name not in backends:
         raise InputError(f"unknown detector {name!r}; known: {sorted(backends)}")
     config_cls, detector_cls = backends[name]
@@ -157,7 +162,9 @@ class TorchvisionConfig:
 
 
 def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    from clamp_track.weights import is_offline
+
+    return is_offline()
 
 
 def _reachable(host: str, timeout: float = 3.0) -> bool:

@@ -45,12 +45,13 @@ class DetectConfig:
     """Which detector runs, and how often.
 
     Attributes:
-        name: ``torchvision`` (default), ``mmdet``, ``file`` or ``motion``.
+        name: ``torchvision`` (default), ``mmdet``, ``file``, ``motion`` or ``megadetector``.
         every: Run the detector every k-th frame; the tracker predicts the boxes in between.
         score_threshold: Minimum detection score kept (low-score boxes still help ByteTrack
             continue tracks, so this is below the tracker's ``high_threshold``).
         model: torchvision: ``fast``, ``accurate`` or a torchvision detection model name;
-            mmdet: the config file.
+            megadetector: ``fast`` (``MDV6-mit-yolov9-c``), ``accurate``
+            (``MDV6-mit-yolov9-e``) or the variant's name; mmdet: the config file.
         checkpoint: mmdet checkpoint file.
         boxes: Boxes file for the ``file`` detector (MegaDetector JSON or MOT ``det.txt``).
         options: Any other setting of the backend (see ``clamp_track.pipelines.detectors``),
@@ -80,6 +81,8 @@ class DetectConfig:
                       "score_threshold": self.score_threshold, "device": device},
             "file": {"path": self.boxes, "video": str(video), "min_score": self.score_threshold},
             "motion": {},
+            "megadetector": {"model": self.model, "score_threshold": self.score_threshold,
+                             "device": device},
         }.get(self.name, {})
         return {**common, **self.options}
 

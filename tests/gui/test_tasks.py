@@ -161,3 +161,24 @@ def test_the_dialogs_build_the_requests(qapp, tmp_path):
     export.checks["plot"].setChecked(True)
     request = export.request()
     assert request.formats == ("csv", "dlc", "plot") and request.out_dir == tmp_path
+
+
+def test_the_run_dialog_offers_the_megadetector_variants(qapp, tmp_path):
+    from clamp_track.config import from_dict
+    from clamp_track.gui.dialogs import RunDialog
+    from clamp_track.pipelines.run import RunConfig
+
+    run = RunDialog(tmp_path / "v.mp4")
+    model = run.detector_model
+    assert [model.itemText(i) for i in range(model.count())] == ["fast", "accurate"]
+    run.detector.setCurrentText("megadetector")
+    offered = [model.itemText(i) for i in range(model.count())]
+    assert offered == ["MDV6-mit-yolov9-c", "MDV6-mit-yolov9-e", "MDv5a"]
+    assert model.isEnabled() and model.currentText() == "MDV6-mit-yolov9-c"  # the default
+    model.setCurrentText("MDv5a")
+    detect = from_dict(RunConfig, run.request().settings).detect
+    assert (detect.name, detect.model) == ("megadetector", "MDv5a")
+    options = detect.backend_options(tmp_path / "v.mp4", "cpu")
+    assert options["model"] == "MDv5a"
+    run.detector.setCurrentText("motion")  # no model to choose
+    assert not model.isEnabled() and "model" not in run.request().settings["detect"]
