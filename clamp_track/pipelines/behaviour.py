@@ -610,8 +610,75 @@ def ethogram_figure(result: BehaviourResult, stem: str):
             bars = [(start, end - start) for start, end, s in runs if s == state]
             ax.broken_barh(bars, (row - 0.4, 0.8), color=STATE_COLORS[state])
     ax.set_yticks(range(len(groups)), [rows["individual"].iloc[0] for _, rows in groups])
-    ax.set_ylim(len(groups) - 0.5, -0.5)
+    ax.set_ylim(max(len(groups), 1) - 0.5, -0.5)
     ax.set_xlabel("time (s)")
     ax.set_title(f"{stem}: ethogram (blank = not visible or low confidence)")
     _state_legend(ax)
     return figure
+
+
+# ============================================================================================
+# Batch
+
+
+def batch_behaviour(stores, config: BehaviourConfig) -> dict[str, object]:
+    """Measure and write the behaviour of each finished video of a batch.
+
+    Each store's CSVs and plots are written beside it, as ``clamp-track behaviour`` writes
+    them. A store whose measures fail (e.g. movement is missing) gets its one-line error.
+
+    Args:
+        stores: Paths of complete result stores.
+        config: The measures' settings.
+
+    Returns:
+        ``str(store)`` -> its per-animal summary (DataFrame) or the error message (str).
+    """
+    from clamp_track.errors import ClampTrackError
+    from clamp_track.io.store import ResultStore
+
+    out: dict[str, object] = {}
+    for store in stores:
+        try:
+            with ResultStore.open(store, readonly=True) as s:
+                video = s.video_info
+            result = compute_behaviour(store, config)
+            write_behaviour(result, Path(video.path).stem, Path(store).parent,
+                            video_size=(video.width, video.height))
+            out[str(store)] = result.summary
+        except ClampTrackError as exc:
+            out[str(store)] = " ".join(str(exc).split())
+    return out
+
+
+def merge_batch_summary(table, behaviour: dict[str, object]):
+    """Add the per-animal summaries to the batch's per-video table (one row per animal).
+
+    Args:
+        table: The batch summary, one row per video, with a ``store`` column.
+        behaviour: From :func:`batch_behaviour`.
+
+    Returns:
+        One row per video and animal, the video's columns repeated, then
+        :data:`SUMMARY_COLUMNS` and ``behaviour_error``; a video without animals or without
+        measures keeps one row with those columns empty.
+    """
+    import pandas as pd
+
+    rows = []
+    for _, video in table.iterrows():
+        measures = behaviour.get(str(video["store"]))
+        animals = measures if isinstance(measures, pd.DataFrame) else None
+        if animals is None or animals.empty:
+            error = measures if isinstance(measures, str) else ""
+            rows.append(pd.DataFrame([{**video.to_dict(), "behaviour_error": error}]))
+            continue
+        part = animals.copy()
+        for column, value in reversed(list(video.items())):
+            part.insert(0, column, [value] * len(part))
+        part["behaviour_error"] = ""
+        rows.append(part)
+    columns = [*table.columns, *SUMMARY_COLUMNS, "behaviour_error"]
+    if not rows:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(rows, ignore_index=True).reindex(columns=columns)
