@@ -192,7 +192,8 @@ class BehaviourPanel(QWidget):
                                   "two points of known distance on the frame")
         self.compute_button = QPushButton("Compute behaviour")
         self.compute_button.setToolTip("Measure speed, heading, distance, joint angles and "
-                                       "activity states with movement (writes "
+                                       "activity states with movement on the corrected, smoothed "
+                                       "coordinates (writes "
                                        "<video>.behaviour.csv and plots beside the results)")
         self.compute_button.clicked.connect(self.compute)
         self.strip = SpeedStrip()

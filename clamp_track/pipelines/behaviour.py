@@ -548,7 +548,8 @@ def speed_figure(result: BehaviourResult, stem: str):
         ax.set_ylim(0, top * 1.1 or 1.0)
     axes[0].set_title(f"{stem}: speed of the body centre; bands = activity state "
                       f"(rest < {result.config.rest_below:g}, run >= "
-                      f"{result.config.run_above:g} body lengths/s); gaps = low confidence")
+                      f"{result.config.run_above:g} body lengths/s)\ncorrected, smoothed "
+                      "coordinates; gaps = low confidence", fontsize=10)
     _state_legend(axes[0])
     axes[-1].set_xlabel("time (s)")
     return figure
@@ -592,7 +593,8 @@ def trajectory_figure(result: BehaviourResult, stem: str, video_size=None):
     ax.set_ylabel(f"y ({unit})")
     figure.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax,
                     label=f"speed ({unit}/s)")
-    ax.set_title(f"{stem}: body-centre trajectories coloured by speed")
+    ax.set_title(f"{stem}: body-centre trajectories coloured by speed\n(corrected, smoothed "
+                 "coordinates; breaks = low confidence)", fontsize=10)
     return figure
 
 
