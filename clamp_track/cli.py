@@ -16,8 +16,8 @@ from clamp_track import __version__
 from clamp_track.errors import ClampTrackError
 
 #: Sub-command modules, in the order ``--help`` lists them.
-COMMANDS = ("run", "batch", "review", "export", "finetune", "labels", "train", "eval",
-            "weights", "doctor")
+COMMANDS = ("run", "batch", "review", "export", "behaviour", "finetune", "labels", "train",
+            "eval", "weights", "doctor")
 #: The ones that run a model in this process, for :func:`clamp_track.runtime.tune_allocator`.
 COMPUTE_COMMANDS = ("run", "batch", "finetune", "train", "eval")
 

@@ -41,6 +41,12 @@ def add_parser(sub) -> None:
     p.add_argument("--combined-csv", nargs="?", const="", metavar="CSV",
                    help="also write all videos' keypoints in one tidy CSV (default: "
                    "batch_keypoints.csv beside the summary)")
+    p.add_argument("--behaviour", action="store_true",
+                   help="also measure each video's behaviour (as `clamp-track behaviour`, "
+                   "files beside its store) and add the per-animal summaries to the summary "
+                   "(one row per video and animal; needs clamp-track[behaviour])")
+    p.add_argument("--px-per-m", type=float, default=None,
+                   help="with --behaviour: pixels per metre, for lengths in metres")
     p.set_defaults(func=main)
 
 
@@ -96,6 +102,15 @@ def main(args: argparse.Namespace) -> int:
     from clamp_track.errors import InputError
     from clamp_track.pipelines.batch import BatchConfig, plan_tasks, run_batch, write_combined_csv
 
+    behaviour = None
+    if args.behaviour:  # fail now, not after hours of pose estimation
+        from clamp_track.errors import require
+        from clamp_track.pipelines.behaviour import BehaviourConfig
+
+        require("movement.kinematics", "behaviour", "batch --behaviour")
+        behaviour = BehaviourConfig(px_per_m=args.px_per_m)
+    elif args.px_per_m is not None:
+        raise InputError("--px-per-m is a behaviour setting; add --behaviour")
     if args.dask and not getattr(args, "verbose", False):
         _quiet_dask()
     cfg = build_config(args)
@@ -104,7 +119,7 @@ def main(args: argparse.Namespace) -> int:
     summary = Path(args.summary or Path(args.out_dir or ".") / "batch_summary.csv")
     try:
         bcfg = BatchConfig(workers=args.workers, dask=args.dask, retries=args.retries,
-                           summary=str(summary))
+                           summary=str(summary), behaviour=behaviour)
     except ValueError as exc:
         raise InputError(str(exc)) from None
     from tqdm.contrib.logging import logging_redirect_tqdm

@@ -20,7 +20,8 @@ from pathlib import Path
 #: Optional extras: (module, extra, what needs it).
 OPTIONAL = (("PyQt6.QtWidgets", "gui", "review GUI"), ("sleap_io", "sleap", "SLEAP export"),
             ("dask.distributed", "dask", "batch --dask"), ("decord", "", "--decoder decord"),
-            ("mmdet.apis", "mmdet", "--detector mmdet"))
+            ("mmdet.apis", "mmdet", "--detector mmdet"),
+            ("movement.kinematics", "behaviour", "clamp-track behaviour"))
 
 
 def add_parser(sub) -> None:

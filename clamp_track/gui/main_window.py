@@ -34,6 +34,7 @@ from PyQt6.QtWidgets import (
 
 from clamp_track.errors import ClampTrackError
 from clamp_track.gui import dialogs
+from clamp_track.gui.behaviour_panel import BehaviourPanel
 from clamp_track.gui.editor import Editor
 from clamp_track.gui.frame_view import FrameView, Overlays
 from clamp_track.gui.frames import FrameLoader
@@ -113,6 +114,8 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.banner)
         layout.addWidget(self.view, 1)
         layout.addWidget(self.timeline)
+        self.behaviour = BehaviourPanel(self.state, self._start_task, track_color)
+        layout.addWidget(self.behaviour)
         layout.addLayout(self._build_transport())
         self.pages = QStackedWidget()
         self.pages.addWidget(self._build_empty_page())
@@ -806,6 +809,7 @@ class MainWindow(QMainWindow):
         add = menu.addAction(self.act_add.text().replace("in this frame", "here"))
         add.setShortcut(self.act_add.shortcut())
         add.triggered.connect(lambda: self.add_instance((x, y)))
+        self.behaviour.add_scale_actions(menu, x, y)
         menu.exec(position)
 
     def _edited(self) -> None:

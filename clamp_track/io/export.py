@@ -157,12 +157,27 @@ def _atomic(*paths: Path) -> Iterator[list[Path]]:
                                  "choose another output directory") from None
             os.close(fd)
             temps.append(Path(tmp))
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs follow the umask
         yield temps
         for tmp, path in zip(temps, paths):
             os.replace(tmp, path)
     finally:
         for tmp in temps:
             tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (thread-safe)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _writable_dir(folder: Path) -> Path:

@@ -73,12 +73,16 @@ class BatchConfig:
             existing scheduler its own ``distributed.scheduler.allowed-failures`` applies.
         summary: ``batch_summary.csv`` path, rewritten (atomically) while the batch runs;
             ``None`` writes none.
+        behaviour: A :class:`~clamp_track.pipelines.behaviour.BehaviourConfig`: measure the
+            behaviour of every finished video at the end (files beside its store) and add
+            the per-animal summaries to the summary file; ``None``: no behaviour.
     """
 
     workers: int | None = None
     dask: str | None = None
     retries: int = 2
     summary: str | None = None
+    behaviour: object = None
 
     def __post_init__(self):
         if self.workers is not None and self.workers < 1:
@@ -729,13 +733,19 @@ def run_batch(tasks: Sequence[VideoTask], bcfg: BatchConfig = BatchConfig(),
             results[i] = skipped_result(task)
     todo = [i for i, r in enumerate(results) if r is None]
     tally = _Tally(len(tasks), len(tasks) - len(todo))
+    behaviour = None
     try:
         if todo:
             with _open_backend(bcfg, tasks[todo[0]].cfg, len(todo)) as backend:
                 _Driver(backend, tasks, results, tally, bcfg, progress).run(todo)
+        if bcfg.behaviour is not None:
+            from clamp_track.pipelines.behaviour import batch_behaviour
+
+            behaviour = batch_behaviour([r.store for r in results if r.status in (
+                "done", "skipped")], bcfg.behaviour)
     finally:
         if bcfg.summary:
-            write_summary(_final(tasks, results), bcfg.summary)
+            write_summary(_final(tasks, results), bcfg.summary, behaviour)
     if progress:
         progress(tally.snapshot())
     return results
@@ -849,12 +859,21 @@ class _Driver:
 # Outputs
 
 
-def write_summary(results: Sequence[VideoResult], path: str | os.PathLike) -> Path:
-    """Write ``batch_summary.csv`` (:data:`SUMMARY_COLUMNS`, one row per video) atomically."""
+def write_summary(results: Sequence[VideoResult], path: str | os.PathLike,
+                  behaviour: dict | None = None) -> Path:
+    """Write ``batch_summary.csv`` (:data:`SUMMARY_COLUMNS`, one row per video) atomically.
+
+    With ``behaviour`` (from :func:`~clamp_track.pipelines.behaviour.batch_behaviour`) the
+    rows are per video and animal, with the behaviour summary columns added.
+    """
     import pandas as pd
 
     path = Path(path)
     table = pd.DataFrame([r.__dict__ for r in results], columns=list(SUMMARY_COLUMNS))
+    if behaviour is not None:
+        from clamp_track.pipelines.behaviour import merge_batch_summary
+
+        table = merge_batch_summary(table, behaviour)
     _writable(path)
     atomic_write_text(path, table.to_csv(index=False))
     return path
