@@ -12,10 +12,8 @@ exports are written.
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
-import pickle
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -342,7 +340,7 @@ def _process(video: Path, end: int, store: ResultStore, state: dict, cfg: RunCon
     from clamp_track.io.video import VideoReader
     from clamp_track.pipelines.tracker import Tracker
 
-    tracking = _load_tracking(state) or Tracking(Tracker(cfg.tracker))
+    tracking = _load_tracking(state, store.path) or Tracking(Tracker(cfg.tracker))
     total, first = end - cfg.start, state["next"]
     t0 = time.perf_counter()
     chunk: list[Frame] = []
@@ -397,7 +395,8 @@ class Tracking:
     (with detection every k-th frame: the first k frames) of every track arrives unconfirmed.
     Such detections get temporary negative ids, are carried unchanged through the frames
     without detection, posed and stored; :func:`adopt_unconfirmed` later hands them to the
-    track they turned into, or drops them. Picklable: it is the resume state.
+    track they turned into, or drops them. It is the resume state, stored as data
+    (:mod:`clamp_track.io.state`).
     """
 
     def __init__(self, tracker):
@@ -487,14 +486,29 @@ def _refine_tracker(tracker, pose: PosePredictions, cfg: RunConfig) -> None:
         tracker.refine(int(tid), np.concatenate([centre - size / 2, centre + size / 2]))
 
 
-def _dump(obj) -> str:
-    return base64.b64encode(pickle.dumps(obj)).decode()
+def _dump(obj) -> dict:
+    from clamp_track.io.state import dump_state
+
+    return dump_state(obj)
 
 
-def _load_tracking(state: dict) -> Tracking | None:
-    # the store is the user's own file, written by this program for its own resume
-    blob = state.get("tracking")
-    return pickle.loads(base64.b64decode(blob)) if blob else None
+def _load_tracking(state: dict, path: Path | None = None) -> Tracking | None:
+    """The tracking state saved with the last committed chunk, read as data (never unpickled)."""
+    from clamp_track.io.state import StateError, load_state
+
+    data = state.get("tracking")
+    if not data:
+        return None
+    where = path or "the result store"
+    try:
+        tracking = load_state(data)
+    except StateError as exc:
+        raise InputError(f"{where}: its resume state cannot be read ({exc}); run without "
+                         "--resume to start over") from None
+    if not isinstance(tracking, Tracking):
+        raise InputError(f"{where}: its resume state is not a tracker's; run without --resume "
+                         "to start over")
+    return tracking
 
 
 def finish(store: ResultStore, cfg: RunConfig, timer: StageTimer | None = None) -> list[Path]:
