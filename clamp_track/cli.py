@@ -57,7 +57,9 @@ def main(argv=None) -> int:
         print(f"clamp-track: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("clamp-track: interrupted", file=sys.stderr)
+        hint = {"run": "; what was processed is kept: run the same command with --resume to "
+                       "continue", "batch": "; run the batch again to continue"}
+        print(f"clamp-track: interrupted{hint.get(args.command, '')}", file=sys.stderr)
         return 130
 
 

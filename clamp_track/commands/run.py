@@ -125,10 +125,12 @@ def find_videos(inputs) -> list[Path]:
 
 def main(args: argparse.Namespace) -> int:
     """Run every video, sharing the loaded models; print a summary per video."""
-    from clamp_track.pipelines.run import Models, run_video
+    from clamp_track.pipelines.run import Models, plan_store, run_video
 
     cfg = build_config(args)
     videos = find_videos(args.videos)
+    for video in videos:  # every input is checked before the model loads or a file is written
+        plan_store(video, cfg, args.out_dir, resume=args.resume, overwrite=args.overwrite)
     models = Models(cfg)
     for video in videos:
         with _ProgressBar(video.name) as bar:

@@ -198,6 +198,35 @@ def _require_weights(name: str, weights) -> None:
         f"it), or pass the file as weights=PATH")
 
 
+def check_torchvision_weights(**options) -> None:
+    """Fail now, before any model loads, if the torchvision detector's weights can't be had.
+
+    Args:
+        **options: Fields of :class:`TorchvisionConfig`.
+
+    Raises:
+        ClampTrackError: A bad option, a missing weights file, or weights neither cached nor
+            downloadable (what to download and where).
+    """
+    from torchvision.models import get_model_weights
+
+    cfg = from_dict(TorchvisionConfig, options, source="detector 'torchvision'")
+    if cfg.weights is None:
+        return
+    if Path(str(cfg.weights)).suffix in (".pt", ".pth") or os.sep in str(cfg.weights):
+        if not Path(str(cfg.weights)).is_file():
+            raise CheckpointError(f"{cfg.weights}: detector weights file not found")
+        return
+    name = TORCHVISION_MODELS.get(cfg.model, cfg.model)
+    try:
+        weights = get_model_weights(name)[cfg.weights] if cfg.weights != "DEFAULT" \
+            else get_model_weights(name).DEFAULT
+    except KeyError:
+        raise InputError(f"detector weights {cfg.weights!r} are not a file nor a weights name "
+                         f"of {name}") from None
+    _require_weights(name, weights)
+
+
 def coco_categories(model: str) -> list[str]:
     """The COCO category names of a torchvision detector, indexed by label id (no download)."""
     from torchvision.models import get_model_weights
@@ -605,7 +634,7 @@ class FileDetector:
         self.cfg = cfg
         path = Path(cfg.path)
         if not path.is_file():
-            raise InputError(f"{path}: boxes file not found")
+            raise InputError(f"{path}: boxes file not found; check the path given to --boxes")
         if self._is_json(path):
             self._frames, covered, self.class_names = _read_megadetector(path, cfg)
             self.normalised = True
