@@ -84,8 +84,10 @@ def store_lock(path: str | os.PathLike) -> Iterator[Path]:
     """Hold the exclusive lock of the store ``path`` (and its working file) inside the block.
 
     The lock is an OS file lock (``flock``) on a hidden ``.<name>.lock`` file beside the
-    store: the OS releases it when the process ends, however it ends, so a killed run never
-    leaves the store locked. Where ``flock`` is unavailable (Windows) the block runs unlocked.
+    store, holding the process id; the file is removed when the block ends. The OS releases
+    the lock when the process ends, however it ends, so a killed run never leaves the store
+    locked (only the stale file, which the next run takes over). Where ``flock`` is
+    unavailable (Windows) the block runs unlocked.
 
     Raises:
         InputError: Another process holds the lock (naming its process id).
@@ -97,24 +99,35 @@ def store_lock(path: str | os.PathLike) -> Iterator[Path]:
     except ImportError:  # pragma: no cover - Windows
         yield path
         return
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as exc:
-        raise InputError(f"{lock}: cannot create the lock file of {path.name} "
-                         f"({exc.strerror}); choose another output folder with -o DIR") from None
-    try:
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise InputError(f"{lock}: cannot create the lock file of {path.name} "
+                             f"({exc.strerror}); choose another output folder with -o DIR"
+                             ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
             raise InputError(f"{path}: another clamp-track (process {holder}) is working on "
                              "this video's results; wait until it ends, or write elsewhere "
                              "with -o DIR") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder removed that file as we opened it: take the new one
+    try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield path
     finally:
-        os.close(fd)  # releases the lock
+        Path(lock).unlink(missing_ok=True)  # while still holding it: the next run makes a new one
+        os.close(fd)
 
 
 def _sqlite_error(path: Path, exc: sqlite3.Error) -> InputError:
@@ -251,7 +264,12 @@ class ResultStore:
 
     @staticmethod
     def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
-        if readonly:
+        if readonly and os.access(path, os.W_OK) and os.access(path.parent, os.W_OK):
+            # read-only through SQL, but able to tidy up: the last connection to close removes
+            # the -wal/-shm files, so looking at a store leaves no files behind
+            db = sqlite3.connect(path, check_same_thread=False)
+            db.execute("PRAGMA query_only=1")
+        elif readonly:
             db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
         else:
             db = sqlite3.connect(path, check_same_thread=False)

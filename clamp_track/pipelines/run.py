@@ -327,15 +327,14 @@ def run_video(
         A :class:`RunSummary`.
     """
     from clamp_track.io.store import partial_path, store_lock
-    from clamp_track.io.video import probe
 
     started = time.perf_counter()
     video = Path(video)
-    info = probe(video)  # a bad video creates no output folder
-    out = _output_dir(video, out_dir)
+    plan = plan_store(video, cfg, out_dir, resume=resume, overwrite=overwrite)
     timer = StageTimer()
-    with store_lock(store_path(video, out)):
-        plan = plan_store(video, cfg, out, resume=resume, overwrite=overwrite, info=info)
+    with store_lock(plan.final):  # decide again: another process may have changed the store
+        plan = plan_store(video, cfg, plan.final.parent, resume=resume, overwrite=overwrite,
+                          info=plan.info, check=False)
         resumed_from = None
         if plan.action != "export":
             models = models or Models(cfg)
@@ -366,7 +365,7 @@ def run_video(
             resolved = store.meta("config")
             store.commit_to(plan.final)
             dump_yaml(resolved, plan.final.parent / "config.resolved.yaml")
-        with ResultStore.open(plan.final) as store:  # its close folds the WAL in
+        with ResultStore.open(plan.final, check=plan.action == "export") as store:
             with timer("export"):
                 outputs = write_exports(store, cfg.exports, missing_only=plan.action == "export")
             frames = len(store.frame_times()[0])
@@ -376,7 +375,8 @@ def run_video(
 
 
 def plan_store(video: str | os.PathLike, cfg: RunConfig, out_dir: str | os.PathLike | None = None,
-               *, resume: bool = False, overwrite: bool = False, info=None) -> StorePlan:
+               *, resume: bool = False, overwrite: bool = False, info=None,
+               check: bool = True) -> StorePlan:
     """Check a run's inputs and decide what to do with its store, without loading a model.
 
     Everything a run needs that can be wrong is checked here, so that a mistake stops the run
@@ -391,6 +391,7 @@ def plan_store(video: str | os.PathLike, cfg: RunConfig, out_dir: str | os.PathL
         resume: As for :func:`run_video`.
         overwrite: As for :func:`run_video`.
         info: The video's :class:`~clamp_track.types.VideoInfo` if probed already.
+        check: Check the settings (:func:`check_settings`); off when they were checked.
 
     Raises:
         ClampTrackError: What is wrong, in one line naming the file and the fix.
@@ -404,8 +405,9 @@ def plan_store(video: str | os.PathLike, cfg: RunConfig, out_dir: str | os.PathL
     if not 0 <= cfg.start < end:
         raise InputError(f"{video}: frame range [{cfg.start}, {end}) is empty; the video has "
                          f"{info.n_frames} frames")
+    if check:
+        check_settings(cfg, video, end - cfg.start)
     out = _output_dir(video, out_dir)
-    check_settings(cfg, video, end - cfg.start)
     final = store_path(video, out)
     work = partial_path(final)
     if resume:
