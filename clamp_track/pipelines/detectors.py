@@ -635,13 +635,17 @@ class FileDetector:
         path = Path(cfg.path)
         if not path.is_file():
             raise InputError(f"{path}: boxes file not found; check the path given to --boxes")
-        if self._is_json(path):
-            self._frames, covered, self.class_names = _read_megadetector(path, cfg)
-            self.normalised = True
-        else:
-            self._frames, covered = _read_mot(path, cfg), None
-            self.class_names = {0: "animal"}
-            self.normalised = False
+        try:
+            if self._is_json(path):
+                self._frames, covered, self.class_names = _read_megadetector(path, cfg)
+                self.normalised = True
+            else:
+                self._frames, covered = _read_mot(path, cfg), None
+                self.class_names = {0: "animal"}
+                self.normalised = False
+        except UnicodeDecodeError:
+            raise InputError(f"{path}: binary data, not a boxes file; pass a MegaDetector "
+                             "JSON or a MOTChallenge det.txt with --boxes") from None
         self.frames_covered = frozenset(covered if covered is not None else self._frames)
         log.info("%s: boxes for %d frames", path, len(self.frames_covered))
 
