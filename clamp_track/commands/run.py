@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm",
                     ".mts", ".m2ts", ".3gp", ".flv"}
@@ -132,6 +135,9 @@ def main(args: argparse.Namespace) -> int:
     for video in videos:  # every input is checked before the model loads or a file is written
         plan_store(video, cfg, args.out_dir, resume=args.resume, overwrite=args.overwrite)
     models = Models(cfg)
+    if args.pose_model and models.variant != args.pose_model:
+        log.warning("--pose-model %s ignored: the weights %s are %s, which runs and is recorded",
+                    args.pose_model, cfg.pose_weights, models.variant)
     for video in videos:
         with _ProgressBar(video.name) as bar:
             summary = run_video(video, cfg, args.out_dir, resume=args.resume,

@@ -136,7 +136,7 @@ def _sqlite_error(path: Path, exc: sqlite3.Error) -> InputError:
     if "locked" in text or "busy" in text:
         return InputError(f"{path}: the result store is in use by another program (database is "
                           "locked); close it there (e.g. the review window) and try again")
-    if "full" in text:
+    if "full" in text or "I/O error" in text:
         return InputError(f"{path}: the disk is full; free some space and run the command "
                           "again (a run continues with --resume)")
     if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
@@ -214,10 +214,20 @@ class ResultStore:
         path = Path(path)
         for suffix in ("", "-wal", "-shm"):
             Path(str(path) + suffix).unlink(missing_ok=True)
-        store = cls(path, cls._connect(path))
-        store._db.executescript(_SCHEMA)  # (executescript manages its own transaction)
-        with store._transaction():
-            store._set_meta({"schema_version": SCHEMA_VERSION, "status": "running", **meta})
+        store = None
+        try:
+            store = cls(path, cls._connect(path))
+            store._db.executescript(_SCHEMA)  # (executescript manages its own transaction)
+            with store._transaction():
+                store._set_meta({"schema_version": SCHEMA_VERSION, "status": "running", **meta})
+        except (sqlite3.Error, InputError) as exc:
+            if store is not None:
+                store._db.close()
+            for suffix in ("", "-wal", "-shm"):  # nothing half-made stays behind
+                Path(str(path) + suffix).unlink(missing_ok=True)
+            if isinstance(exc, InputError):
+                raise
+            raise _sqlite_error(path, exc) from None
         return store
 
     @classmethod
@@ -264,19 +274,44 @@ class ResultStore:
 
     @staticmethod
     def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
-        if readonly and os.access(path, os.W_OK) and os.access(path.parent, os.W_OK):
-            # read-only through SQL, but able to tidy up: the last connection to close removes
-            # the -wal/-shm files, so looking at a store leaves no files behind
-            db = sqlite3.connect(path, check_same_thread=False)
-            db.execute("PRAGMA query_only=1")
-        elif readonly:
-            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        if readonly:
+            db = ResultStore._connect_readonly(path)
         else:
             db = sqlite3.connect(path, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
         db.isolation_level = None  # explicit transactions only
         return db
+
+    @staticmethod
+    def _connect_readonly(path: Path) -> sqlite3.Connection:
+        """A connection that cannot write the store, opened the tidiest way that works.
+
+        First read-only through SQL but able to tidy up (the last connection to close removes
+        the -wal/-shm files, so looking at a store leaves no files behind); then SQLite's
+        read-only mode; then, where even that cannot start (a full disk: no room for the -shm
+        file), the file read as immutable.
+        """
+        attempts = []
+        if os.access(path, os.W_OK) and os.access(path.parent, os.W_OK):
+            attempts.append((str(path), False, "PRAGMA query_only=1"))
+        attempts += [(f"file:{path}?mode=ro", True, None),
+                     (f"file:{path}?mode=ro&immutable=1", True, None)]
+        error = None
+        for target, uri, pragma in attempts:
+            db = sqlite3.connect(target, uri=uri, check_same_thread=False)
+            try:
+                if pragma:
+                    db.execute(pragma)
+                db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+                return db
+            except sqlite3.DatabaseError as exc:
+                db.close()
+                error = exc
+                if "I/O" not in str(exc) and "readonly" not in str(exc) and \
+                        "unable to open" not in str(exc):
+                    raise
+        raise error
 
     def close(self) -> None:
         """Close the connection (the data are already committed) and fold the WAL back in."""

@@ -229,7 +229,7 @@ class Models:
         #: The model actually loaded (a checkpoint's own variant wins over ``pose_model``).
         self.variant = variant_name(model.config) or cfg.pose_model
         if weights and self.variant != cfg.pose_model:
-            log.warning("%s holds %s weights: running %s, not --pose-model %s (recorded in "
+            log.info("%s holds %s weights: running %s, not --pose-model %s (recorded in "
                         "the store)", weights, self.variant, self.variant, cfg.pose_model)
         if weights and cfg.keypoints and cfg.keypoints != model.keypoints.name:
             log.warning("%s was trained for keypoint set %s: --keypoints %s is ignored",

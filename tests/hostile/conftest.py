@@ -54,14 +54,36 @@ def run_args(clip, weights):
     return lambda out, *extra: _run_args(clip, weights, out, *extra)
 
 
+def run_in_one_thread(args) -> int:
+    """``clamp-track ARGS`` here, with torch on one thread as in every test (and subprocess).
+
+    Session fixtures run before the per-test one-thread fixture, and a different thread count
+    changes the last bits of the model's output.
+    """
+    import torch
+
+    from clamp_track.cli import main
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return main([str(a) for a in args])
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def finished(clip, weights, tmp_path_factory) -> Path:
     """The folder of a finished run (store and exports); copy it before changing anything."""
-    from clamp_track.cli import main
-
     out = tmp_path_factory.mktemp("finished")
-    assert main(_run_args(clip, weights, out)) == 0
+    assert run_in_one_thread(_run_args(clip, weights, out)) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def run_once():
+    """:func:`run_in_one_thread`, as a fixture."""
+    return run_in_one_thread
 
 
 @pytest.fixture
