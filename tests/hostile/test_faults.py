@@ -131,3 +131,33 @@ def test_full_disk_export_keeps_the_earlier_exports(small_disk, finished, cli, s
     before = snapshot(done)
     one_line(*cli(["export", done / STORE, "--format", "csv,dlc"]))
     assert _visible(snapshot(done)) == _visible(before)
+
+
+def test_motion_detector_resume_equals_an_uninterrupted_run(run_args, run_once, cli,
+                                                            tmp_path, monkeypatch):
+    """The background model is re-learnt over the frames before the resume point."""
+    from clamp_track.commands import run as command
+
+    motion = ("--end", "24", "--detector", "motion", "--set", "detect.options.history=12",
+              "detect.options.min_area=0.02")
+    assert run_once(run_args(tmp_path / "full", *motion)) == 0
+    calls = []
+
+    def stop_at_the_second_chunk(self, progress):
+        calls.append(progress.done)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(command._ProgressBar, "update", stop_at_the_second_chunk)
+        assert cli(run_args(tmp_path / "cut", *motion))[0] == 130
+    with ResultStore.open(tmp_path / "cut" / STORE, readonly=True) as cut:
+        assert cut.last_frame() == 15
+    status, err = cli(run_args(tmp_path / "cut", *motion, "--resume"))
+    assert status == 0, err
+    with ResultStore.open(tmp_path / "cut" / STORE, readonly=True) as resumed, \
+            ResultStore.open(tmp_path / "full" / STORE, readonly=True) as full:
+        boxes = full.boxes()
+        assert (boxes["frame"] >= 16).any()  # the detector found something to compare
+        pd.testing.assert_frame_equal(resumed.boxes(), full.boxes(), check_exact=True)
+        pd.testing.assert_frame_equal(resumed.tidy(), full.tidy(), check_exact=True)
