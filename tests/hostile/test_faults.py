@@ -161,3 +161,29 @@ def test_motion_detector_resume_equals_an_uninterrupted_run(run_args, run_once, 
         assert (boxes["frame"] >= 16).any()  # the detector found something to compare
         pd.testing.assert_frame_equal(resumed.boxes(), full.boxes(), check_exact=True)
         pd.testing.assert_frame_equal(resumed.tidy(), full.tidy(), check_exact=True)
+
+
+def test_temporary_files_of_a_killed_export_are_removed_by_the_next(done, cli, snapshot):
+    """A kill while exporting leaves hidden temporary files; the next export removes them."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead = int(gone.stdout)  # a process that has ended
+    csv, h5 = "cows.clamp.csv", next(done.glob("*DLC*.h5")).name
+    stale = [done / f".{csv}.{dead}.0a1b2c3d.tmp.csv",
+             done / f".{h5}.{dead}.0a1b2c3d.tmp.h5",
+             done / f".{csv}.k2j3_x9q.tmp.csv"]  # as an older clamp-track named them
+    alive = done / f".{csv}.{os.getpid()}.0a1b2c3d.tmp.csv"  # a running writer's
+    for path in (*stale, alive):
+        path.write_bytes(b"half written")
+    before = snapshot(done)
+    status, err = cli(["export", done / STORE, "--format", "csv,dlc"])
+    assert status == 0, err
+    assert not [p for p in stale if p.exists()]
+    assert alive.exists()
+    after = snapshot(done)
+    assert sorted(k for k in after if not k.startswith(".")) == \
+        sorted(k for k in before if not k.startswith("."))  # the same exports again
+    assert after[csv] == before[csv]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (done / csv).stat().st_mode & 0o777 == 0o666 & ~umask  # the user's umask, not 0600

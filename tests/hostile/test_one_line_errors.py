@@ -44,6 +44,8 @@ def test_bad_run_options_are_one_line(case, cli, run_args, tmp_path, one_line):
     assert named in line
     if case == "random .pt":
         assert "--trust" not in line  # random bytes are no checkpoint, trusted or not
+    if case == "unknown device":
+        assert "devices: cpu" in line  # what torch sees here is listed
     assert _no_files(out)
 
 
