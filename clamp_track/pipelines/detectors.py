@@ -647,6 +647,8 @@ class FileDetector:
             raise InputError(f"{path}: binary data, not a boxes file; pass a MegaDetector "
                              "JSON or a MOTChallenge det.txt with --boxes") from None
         self.frames_covered = frozenset(covered if covered is not None else self._frames)
+        #: Boxes dropped so far for lying entirely outside the frame.
+        self.outside = 0
         log.info("%s: boxes for %d frames", path, len(self.frames_covered))
 
     @staticmethod
@@ -665,11 +667,26 @@ class FileDetector:
                 out.append(Detections.empty())
                 continue
             boxes = np.asarray(b.boxes, dtype=np.float64)  # (N, 4)
+            h, w = frame.image.shape[:2]
             if self.normalised:
-                h, w = frame.image.shape[:2]
                 boxes = boxes * np.array([w, h, w, h])
-            out.append(Detections(boxes, b.scores, b.class_ids, b.track_ids))
+            inside = (boxes[:, 2] > 0) & (boxes[:, 3] > 0) & (boxes[:, 0] < w) & (boxes[:, 1] < h)
+            if not inside.all():
+                self._warn_outside(frame.index, boxes[~inside][0], (w, h), int((~inside).sum()))
+            keep = np.flatnonzero(inside)
+            out.append(Detections(boxes[keep], np.asarray(b.scores)[keep],
+                                  np.asarray(b.class_ids, np.int64)[keep],
+                                  np.asarray(b.track_ids, np.int64)[keep]))
         return out
+
+    def _warn_outside(self, frame: int, box, size: tuple[int, int], count: int) -> None:
+        """Boxes with no pixel in the frame are dropped; say so once per file."""
+        self.outside += count
+        if self.outside == count:
+            log.warning("%s: boxes lie entirely outside the %dx%d frame (first: frame %d, box "
+                        "%s) and are dropped; check that the file belongs to this video and is "
+                        "in its pixels", self.cfg.path, size[0], size[1], frame,
+                        [round(float(v), 1) for v in box])
 
     def close(self) -> None:
         """Nothing to release."""

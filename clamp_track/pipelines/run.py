@@ -336,6 +336,13 @@ def run_video(
         plan = plan_store(video, cfg, plan.final.parent, resume=resume, overwrite=overwrite,
                           info=plan.info, check=False)
         resumed_from = None
+        if plan.info.rotation:
+            log.warning("%s: the file tells players to turn it %d° clockwise (a phone's display "
+                        "matrix; OpenCV and DeepLabCut show it turned); clamp-track processes "
+                        "the frames as stored, so its coordinates are for the unturned frames "
+                        "(recorded as video.rotation in the store); to work upright, re-encode "
+                        "it turned first (e.g. ffmpeg -i IN.mp4 OUT.mp4)", video,
+                        plan.info.rotation)
         if plan.action != "export":
             models = models or Models(cfg)
             if plan.action == "continue":
