@@ -7,6 +7,7 @@ interrupted, or meets a store with corrections or a store another process works 
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -137,3 +138,94 @@ def test_a_second_run_of_the_same_video_waits_for_none_and_touches_nothing(
     assert "another clamp-track" in line
     after = snapshot(done)
     assert after == before
+
+
+def _batch_task(clip, run_args, out):
+    from clamp_track.cli import build_parser
+    from clamp_track.commands.run import build_config
+    from clamp_track.pipelines.batch import VideoTask
+
+    cfg = build_config(build_parser().parse_args(run_args(out)))
+    return VideoTask(clip[0], cfg, out)
+
+
+def test_batch_reruns_a_video_whose_export_is_missing(done, clip, run_args, snapshot):
+    from clamp_track.pipelines.batch import process_video, store_state
+
+    task = _batch_task(clip, run_args, done)
+    h5 = next(done.glob("*DLC*.h5"))
+    h5.unlink()  # the export failed or was lost
+    before = snapshot(done)
+    assert store_state(done / STORE, task.cfg)[0] == "unexported"
+    result = process_video(task)
+    assert result.status == "done" and h5.is_file(), result
+    after = snapshot(done)
+    assert after["cows.clamp.csv"] == before["cows.clamp.csv"]  # only the missing file written
+    assert store_state(done / STORE, task.cfg)[0] == "complete"
+    assert process_video(task).status == "skipped"
+
+
+def test_batch_keeps_reporting_an_export_that_fails(done, clip, run_args, snapshot):
+    from clamp_track.pipelines.batch import process_video
+
+    task = _batch_task(clip, run_args, done)
+    h5 = next(done.glob("*DLC*.h5"))
+    h5.unlink()
+    h5.mkdir()  # in the way: the export cannot be written
+    for _ in range(2):  # a rerun fails again, with its error, instead of "skipped"
+        result = process_video(task)
+        assert result.status == "failed" and h5.name in result.error, result
+    with ResultStore.open(done / STORE, readonly=True) as store:
+        assert store.complete
+
+
+def _crash_left_wal(done, folder):
+    """``folder`` holding the store as a crash leaves it: a correction only in its -wal."""
+    import sqlite3
+
+    db = sqlite3.connect(done / STORE, isolation_level=None)
+    db.execute("PRAGMA wal_autocheckpoint=0")
+    db.execute("INSERT INTO corrections VALUES (3, 1, 0, 11.0, 22.0, 1, 0)")
+    folder.mkdir()
+    for suffix in ("", "-wal"):  # copied while the writer is still alive: it never closed
+        shutil.copy(str(done / STORE) + suffix, str(folder / STORE) + suffix)
+    db.close()
+    assert Path(str(folder / STORE) + "-wal").stat().st_size > 0
+
+
+def _file_alone_has_the_correction(store_file, tmp_path):
+    alone = tmp_path / "alone"
+    alone.mkdir(parents=True)
+    shutil.copy(store_file, alone / STORE)  # the one file a user sees and copies
+    with ResultStore.open(alone / STORE, readonly=True) as store:
+        return (3, 1, 0, 11.0, 22.0, 1) in store.corrections(3)
+
+
+def test_export_leaves_the_store_whole_in_one_file(done, cli, tmp_path):
+    crashed = tmp_path / "crashed"
+    _crash_left_wal(done, crashed)
+    assert not _file_alone_has_the_correction(crashed / STORE, tmp_path / "before")
+    status, err = cli(["export", crashed / STORE, "--format", "csv"])
+    assert status == 0, err
+    assert not Path(str(crashed / STORE) + "-wal").exists()
+    assert _file_alone_has_the_correction(crashed / STORE, tmp_path)
+
+
+def test_gui_close_leaves_the_edits_in_the_one_file(done, tmp_path):
+    pytest.importorskip("PyQt6")
+    from PyQt6.QtGui import QUndoStack
+
+    from clamp_track.gui.app import application
+    from clamp_track.gui.editor import Editor
+    from clamp_track.gui.state import ReviewState
+
+    application(offscreen=True)
+    state = ReviewState()
+    state.open_store(done / STORE)
+    state.set_frame(3)
+    editor = Editor(state, QUndoStack(), lambda *a: None, lambda *a: None)
+    assert editor.move_keypoint(1, 0, 11.0, 22.0)
+    assert Path(str(done / STORE) + "-wal").stat().st_size > 0  # the edit is in the WAL
+    state.close()
+    assert not Path(str(done / STORE) + "-wal").exists()
+    assert _file_alone_has_the_correction(done / STORE, tmp_path)
