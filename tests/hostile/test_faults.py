@@ -4,7 +4,8 @@ A run killed with SIGKILL, SIGINT (Ctrl+C) or SIGTERM after its first committed 
 to exactly what an uninterrupted run gives; after a kill the store file alone (as a user
 copies it) holds every committed chunk. On a full disk (a small tmpfs, where this machine lets
 a test mount one) a re-run and an export fail in one line and leave the store and the earlier
-exports as they were.
+exports as they were. The kill cases start a fresh process each and are in the slow set
+(``pytest tests/hostile -m slow``).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def _wait_for_first_chunk(store, proc, limit: float = 240.0) -> None:
     raise AssertionError(f"the run ended or stalled before its first chunk ({proc.poll()})")
 
 
+@pytest.mark.slow  # a fresh process each (~30 s on 2 busy cores): run with -m slow
 @pytest.mark.parametrize("sig", ["SIGKILL", "SIGINT", "SIGTERM"])
 def test_killed_run_resumes_identically(sig, reference, run_args, cli, tmp_path):
     out = tmp_path / "out"
