@@ -8,6 +8,7 @@ User errors (:class:`~clamp_track.errors.ClampTrackError`) print one line, no tr
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
@@ -56,8 +57,16 @@ def main(argv=None) -> int:
     except ClampTrackError as exc:
         print(f"clamp-track: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            raise
+        print(f"clamp-track: error: {exc.filename or 'output'}: the disk is full; free some "
+              "space and run the command again", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print("clamp-track: interrupted", file=sys.stderr)
+        hint = {"run": "; what was processed is kept: run the same command with --resume to "
+                       "continue", "batch": "; run the batch again to continue"}
+        print(f"clamp-track: interrupted{hint.get(args.command, '')}", file=sys.stderr)
         return 130
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
+import secrets
 import types
 import typing
 from pathlib import Path
@@ -170,12 +170,77 @@ def merge(base: dict, override: dict) -> dict:
     return out
 
 
+def temp_beside(path: str | os.PathLike, suffix: str = ".tmp") -> Path:
+    """A new empty hidden file beside ``path``, to write ``path`` atomically (then ``os.replace``).
+
+    Named ``.<name>.<pid>.<random><suffix>`` and created with the user's umask (as ``path``
+    itself would be; ``mkstemp`` would make it private). Temporary files of ``path`` that a
+    process left behind when it was killed while writing (its process is gone) are removed
+    first, so a later write never leaves them lying around.
+
+    Raises:
+        OSError: The folder is not writable.
+    """
+    path = Path(path)
+    remove_stale_temps(path, suffix)
+    while True:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{suffix}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+
+
+def remove_stale_temps(path: str | os.PathLike, suffix: str = ".tmp") -> list[Path]:
+    """Remove the temporary files of ``path`` (see :func:`temp_beside`) whose writer is gone.
+
+    A file whose process id is alive on this machine is another writer's, and kept; one without
+    a process id comes from an older clamp-track and is removed.
+
+    Returns:
+        The files removed.
+    """
+    path = Path(path)
+    prefix = f".{path.name}."
+    removed = []
+    try:
+        names = [e.name for e in os.scandir(path.parent)]
+    except OSError:
+        return removed
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(suffix)
+                and len(name) > len(prefix) + len(suffix)):
+            continue
+        pid = name[len(prefix):len(name) - len(suffix)].split(".", 1)[0]
+        if pid.isdigit() and _process_alive(int(pid)):
+            continue
+        try:
+            (path.parent / name).unlink()
+            removed.append(path.parent / name)
+        except OSError:
+            pass
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if os.name == "nt":  # pragma: no cover - os.kill(pid, 0) would end the process there
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # alive, someone else's
+    return True
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file and a rename (never a partial file)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = temp_beside(path)
     try:
-        with os.fdopen(fd, "w") as fh:
+        with open(tmp, "w") as fh:
             fh.write(text)
         os.replace(tmp, path)
     except BaseException:

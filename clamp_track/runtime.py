@@ -57,3 +57,39 @@ def tune_allocator() -> bool:
         return False
     log.debug("malloc tuning %s", "applied" if done else "refused by the C library")
     return done
+
+
+def available_devices() -> list[str]:
+    """The torch devices this machine has: ``cpu``, then ``cuda:0``... and ``mps``."""
+    import torch
+
+    devices = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def check_device(name: str) -> None:
+    """Check that ``name`` (``auto``, ``cpu``, ``cuda``, ``cuda:1``, ``mps``) is a device here.
+
+    Raises:
+        InputError: An unknown device name, or one torch does not see, listing those it does.
+    """
+    from clamp_track.errors import InputError
+
+    name = str(name)
+    if name == "auto":
+        return
+    have = available_devices()
+    listed = ", ".join(have)
+    kind, _, index = name.partition(":")
+    if kind not in ("cpu", "cuda", "mps") or (index and not index.isdigit()):
+        raise InputError(f"--device {name}: not a device name; use auto or one of this "
+                         f"machine's devices: {listed}")
+    if kind == "cpu" or (kind == "mps" and "mps" in have):
+        return
+    if kind == "cuda" and f"cuda:{int(index or 0)}" in have:
+        return
+    raise InputError(f"--device {name}: torch sees no such device on this machine (devices: "
+                     f"{listed}); use --device cpu or auto")

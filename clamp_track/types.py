@@ -31,6 +31,9 @@ class VideoInfo:
         fps: Average frame rate (frames per second).
         n_frames: Number of frames (as decoded; may be fewer than the container claims).
         codec: Codec name, e.g. ``"h264"``.
+        rotation: Degrees (0, 90, 180, 270) a player turns the frames clockwise to show them
+            upright (a phone's display matrix). Frames, sizes and coordinates here are always
+            as stored, unrotated.
     """
 
     path: str
@@ -39,6 +42,7 @@ class VideoInfo:
     fps: float
     n_frames: int
     codec: str = ""
+    rotation: int = 0
 
     @property
     def duration_s(self) -> float:

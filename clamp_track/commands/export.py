@@ -35,7 +35,7 @@ def main(args: argparse.Namespace) -> int:
         raise InputError(f"unknown export format(s) {sorted(unknown)}; use "
                          f"{', '.join(EXPORT_FORMATS)}")
     net = None if str(args.dlc_net_type).lower() == "none" else args.dlc_net_type
-    with ResultStore.open(args.store, readonly=True) as store:
+    with ResultStore.open(args.store, readonly=True, check=True) as store:
         if not store.complete:
             raise InputError(f"{args.store}: the run did not finish; finish it with "
                              "`clamp-track run VIDEO --resume` first")

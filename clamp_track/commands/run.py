@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm",
                     ".mts", ".m2ts", ".3gp", ".flv"}
@@ -130,11 +133,16 @@ def find_videos(inputs) -> list[Path]:
 
 def main(args: argparse.Namespace) -> int:
     """Run every video, sharing the loaded models; print a summary per video."""
-    from clamp_track.pipelines.run import Models, run_video
+    from clamp_track.pipelines.run import Models, plan_store, run_video
 
     cfg = build_config(args)
     videos = find_videos(args.videos)
+    for video in videos:  # every input is checked before the model loads or a file is written
+        plan_store(video, cfg, args.out_dir, resume=args.resume, overwrite=args.overwrite)
     models = Models(cfg)
+    if args.pose_model and models.variant != args.pose_model:
+        log.warning("--pose-model %s ignored: the weights %s are %s, which runs and is recorded",
+                    args.pose_model, cfg.pose_weights, models.variant)
     for video in videos:
         with _ProgressBar(video.name) as bar:
             summary = run_video(video, cfg, args.out_dir, resume=args.resume,

@@ -384,7 +384,7 @@ def _read_source(source, cfg: FinetuneConfig) -> tuple[Labels, dict | None]:
         return _store_labels(source, cfg), source.meta("model")
     path = Path(source)
     if path.name.endswith(SUFFIX) or path.suffix in (".sqlite", ".db"):
-        with ResultStore.open(path, readonly=True) as store:
+        with ResultStore.open(path, readonly=True, check=True) as store:
             return _store_labels(store, cfg), store.meta("model")
     return read_labels(path, keypoints=cfg.keypoints), None
 

@@ -21,6 +21,7 @@ shortest round-trip float repr, so DeepLabCut -> COCO -> DeepLabCut changes no v
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -29,6 +30,8 @@ import numpy as np
 
 from clamp_track.errors import InputError
 from clamp_track.io.labels import Label, Labels, frame_from_name, label_box, remap
+
+log = logging.getLogger(__name__)
 
 ANNOTATIONS = "annotations.json"
 IMAGES = "images"
@@ -137,10 +140,15 @@ def read_coco_labels(path: str | os.PathLike, *, images: str | os.PathLike | Non
     by_image: dict = {}
     for ann in data["annotations"]:
         by_image.setdefault(ann.get("image_id"), []).append(ann)
-    items = []
+    items, outside = [], []
     for image in data["images"]:
         items += _image_labels(image, by_image.get(image.get("id"), []), kp, root, path,
-                               individuals)
+                               individuals, outside)
+    if outside:
+        ann, name, x, y, size = outside[0]
+        log.warning("%s: %d labelled keypoints lie outside their image (first: annotation %s, "
+                    "%s at (%.1f, %.1f) in a %dx%d image); check the image sizes and that the "
+                    "coordinates are in pixels", path, len(outside), ann, name, x, y, *size)
     labels = Labels(kp, items, str(info.get("scorer") or "clamp-track"), individuals,
                     (str(path),))
     if keypoints is not None:
@@ -162,7 +170,8 @@ def _keypoint_set(data: dict, path: Path):
 
 
 def _image_labels(image: dict, anns: list, kp, root: Path, path: Path,
-                  individuals: tuple[str, ...]) -> list[Label]:
+                  individuals: tuple[str, ...], outside: list) -> list[Label]:
+    """The labels of one image; labelled keypoints outside it are added to ``outside``."""
     name = str(image.get("file_name", ""))
     parts = Path(name).parts
     video = str(image.get("video") or (parts[-2] if len(parts) > 1 else path.stem))
@@ -181,6 +190,11 @@ def _image_labels(image: dict, anns: list, kp, root: Path, path: Path,
         kps = values.reshape(k, 3).copy()
         kps[kps[:, 2] <= 0] = (np.nan, np.nan, 0.0)
         kps[kps[:, 2] > 0, 2] = 2.0
+        if size is not None:
+            off = (kps[:, 2] > 0) & ((kps[:, 0] < 0) | (kps[:, 1] < 0) | (kps[:, 0] > size[0])
+                                     | (kps[:, 1] > size[1]))
+            outside += [(ann.get("id"), kp.names[j], kps[j, 0], kps[j, 1], size)
+                        for j in np.flatnonzero(off)]
         bbox = ann.get("bbox")
         individual = str(ann.get("individual", ""))
         seen.add(individual)

@@ -70,19 +70,117 @@ def find_collected_data(path: str | os.PathLike) -> Path:
 
 
 def read_table(path: str | os.PathLike):
-    """The labelled-data DataFrame of a ``CollectedData`` ``.h5`` or ``.csv`` file, as stored."""
+    """The labelled-data DataFrame of a ``CollectedData`` ``.h5`` or ``.csv`` file, as stored.
+
+    An ``.h5`` file is checked first (:func:`check_hdf_holds_data`): pandas' HDF5 reader
+    unpickles the file's attributes and object columns, which would let a crafted label file
+    run code. Every coordinate must be a number (or empty).
+
+    Raises:
+        InputError: Not a labelled-data file, pickled objects in it, or a non-numeric cell.
+    """
     import pandas as pd
 
     path = Path(path)
     try:
         if path.suffix.lower() == ".h5":
-            return pd.read_hdf(path)
-        header, index = _csv_layout(path)
-        return pd.read_csv(path, header=list(range(header)), index_col=list(range(index)))
+            check_hdf_holds_data(path)
+            table = pd.read_hdf(path)
+        else:
+            header, index = _csv_layout(path)
+            table = pd.read_csv(path, header=list(range(header)),
+                                index_col=list(range(index)))
     except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
         if isinstance(exc, InputError):
             raise
         raise InputError(f"{path}: not a DeepLabCut labelled-data file ({exc})") from None
+    if not isinstance(table, pd.DataFrame):
+        raise InputError(f"{path}: holds no table; not a DeepLabCut labelled-data file")
+    _check_numeric(table, path)
+    return table
+
+
+def _check_numeric(table, path: Path) -> None:
+    """Refuse a table with a cell that is not a number, naming its row and column."""
+    import pandas as pd
+
+    for column in table.columns:
+        values = table[column]
+        if pd.api.types.is_numeric_dtype(values.dtype):
+            continue
+        numbers = pd.to_numeric(values, errors="coerce")
+        bad = numbers.isna() & values.notna()
+        if bad.any():
+            row = values.index[bad.to_numpy().argmax()]
+            raise InputError(f"{path}: the cell at row {row!r}, column {column!r} is "
+                             f"{values[bad].iloc[0]!r}, not a number; fix or empty it")
+        table[column] = numbers
+
+
+#: Pickle opcodes that import or call anything: a pickle without them only builds plain
+#: Python values (numbers, strings, lists, tuples, dicts, sets).
+_CODE_OPCODES = frozenset({"GLOBAL", "STACK_GLOBAL", "REDUCE", "BUILD", "INST", "OBJ", "NEWOBJ",
+                           "NEWOBJ_EX", "EXT1", "EXT2", "EXT4", "PERSID", "BINPERSID"})
+
+
+def _pickle_runs_code(value: bytes) -> bool:
+    """Whether unpickling ``value`` could import or call anything (it is never unpickled)."""
+    import pickletools
+
+    try:
+        for opcode, _, _ in pickletools.genops(value):
+            if opcode.name in _CODE_OPCODES:
+                return True
+    except Exception:  # noqa: BLE001 - not (or no longer) a pickle: unpickling stops here too
+        return False
+    return False
+
+
+def check_hdf_holds_data(path: str | os.PathLike) -> None:
+    """Refuse an HDF5 file whose reading with pandas/PyTables could run code.
+
+    PyTables unpickles attribute values that look like pickles and the contents of
+    object (``VLArray`` of ``ObjectAtom``) nodes. DeepLabCut's files use pickles only for plain
+    values (lists of column names), so the file is walked with h5py, which never unpickles,
+    and refused if an attribute's pickle imports or calls anything or a node holds
+    Python objects.
+
+    Raises:
+        InputError: One line naming the file and the offending node.
+    """
+    import h5py
+
+    path = Path(path)
+    problems: list[str] = []
+
+    def check_attrs(name: str, obj) -> None:
+        for key in obj.attrs:
+            try:
+                value = obj.attrs[key]
+            except (OSError, TypeError, ValueError):
+                problems.append(f"{name or '/'}@{key} (unreadable attribute)")
+                continue
+            raw = value.tobytes() if isinstance(value, np.bytes_) else value
+            if isinstance(raw, bytes) and raw.endswith(b".") and _pickle_runs_code(raw):
+                problems.append(f"{name or '/'}@{key}")
+            if key == "PSEUDOATOM" and raw in (b"object", "object"):
+                problems.append(f"{name} (pickled objects)")
+        if isinstance(obj, h5py.Dataset):
+            dtype = obj.dtype
+            kinds = [dtype[f].kind for f in dtype.names] if dtype.names else [dtype.kind]
+            if "O" in kinds or h5py.check_vlen_dtype(dtype) is not None:
+                problems.append(f"{name} (variable-length objects)")
+
+    try:
+        with h5py.File(path, "r") as f:
+            check_attrs("", f)
+            f.visititems(check_attrs)
+    except OSError as exc:
+        raise InputError(f"{path}: not an HDF5 file ({exc})") from None
+    if problems:
+        raise InputError(f"{path}: holds pickled Python objects ({problems[0]}), which could run "
+                         "code when loaded; refusing to read it: use the labels' CSV twin or "
+                         "export them again from DeepLabCut")
 
 
 def _csv_layout(path: Path) -> tuple[int, int]:

@@ -42,7 +42,6 @@ import datetime
 import os
 import pickle
 import re
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -50,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clamp_track.config import temp_beside
 from clamp_track.errors import InputError
 from clamp_track.skeleton import KeypointSet
 from clamp_track.types import VideoInfo
@@ -149,35 +149,17 @@ def _atomic(*paths: Path) -> Iterator[list[Path]]:
     try:
         for path in paths:
             folder = _writable_dir(path.parent)
-            try:
-                fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.",
-                                           suffix=f".tmp{path.suffix}")
+            try:  # (also removes the temporary files of a killed export)
+                temps.append(temp_beside(folder / path.name, f".tmp{path.suffix}"))
             except OSError as exc:
                 raise InputError(f"{folder}: cannot write there ({exc.strerror}); "
                                  "choose another output directory") from None
-            os.close(fd)
-            temps.append(Path(tmp))
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs follow the umask
         yield temps
         for tmp, path in zip(temps, paths):
             os.replace(tmp, path)
     finally:
         for tmp in temps:
             tmp.unlink(missing_ok=True)
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where Linux allows (thread-safe)."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _writable_dir(folder: Path) -> Path:

@@ -13,7 +13,14 @@ resuming and fine-tuning all read the same file:
 * ``edits``: a log of identity edits (swap, merge, delete).
 
 The file uses WAL journaling; every write is one transaction, so a killed process leaves the
-store at its last commit and a run resumes from there.
+store at its last commit and a run resumes from there. The WAL is folded back into the file
+(checkpointed) when a writer closes the store and when a store left with a WAL by a crash is
+opened, so that the one ``.clamp.sqlite`` file a user sees and copies holds all the data.
+
+A run builds its store under a hidden working name beside the final one
+(:func:`partial_path`) and moves it into place only when it is complete
+(:meth:`ResultStore.commit_to`), so a finished store is never replaced by a run that fails or is
+stopped. :func:`store_lock` keeps two processes from working on one video's store at once.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +69,111 @@ def store_path(video: str | os.PathLike, out_dir: str | os.PathLike | None = Non
     return Path(out_dir or video.parent) / (video.name + SUFFIX)
 
 
+def partial_path(path: str | os.PathLike) -> Path:
+    """The hidden working file a run builds the store ``path`` in (``.<name>.partial``)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.partial")
+
+
+def _lock_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.lock")
+
+
+@contextmanager
+def store_lock(path: str | os.PathLike) -> Iterator[Path]:
+    """Hold the exclusive lock of the store ``path`` (and its working file) inside the block.
+
+    The lock is an OS file lock (``flock``) on a hidden ``.<name>.lock`` file beside the
+    store, holding the process id; the file is removed when the block ends. The OS releases
+    the lock when the process ends, however it ends, so a killed run never leaves the store
+    locked (only the stale file, which the next run takes over). Where ``flock`` is
+    unavailable (Windows) the block runs unlocked.
+
+    Raises:
+        InputError: Another process holds the lock (naming its process id).
+    """
+    path = Path(path)
+    lock = _lock_path(path)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield path
+        return
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise InputError(f"{lock}: cannot create the lock file of {path.name} "
+                             f"({exc.strerror}); choose another output folder with -o DIR"
+                             ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise InputError(f"{path}: another clamp-track (process {holder}) is working on "
+                             "this video's results; wait until it ends, or write elsewhere "
+                             "with -o DIR") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder removed that file as we opened it: take the new one
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield path
+    finally:
+        Path(lock).unlink(missing_ok=True)  # while still holding it: the next run makes a new one
+        os.close(fd)
+
+
+def _sqlite_error(path: Path, exc: sqlite3.Error) -> InputError:
+    """A one-line error for a failure of SQLite itself (disk full, locked, corrupt)."""
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return InputError(f"{path}: the result store is in use by another program (database is "
+                          "locked); close it there (e.g. the review window) and try again")
+    if "full" in text or "I/O error" in text:
+        return InputError(f"{path}: the disk is full; free some space and run the command "
+                          "again (a run continues with --resume)")
+    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+        return InputError(f"{path}: the result store is damaged ({text}); re-run the video with "
+                          "--overwrite")
+    return InputError(f"{path}: cannot write the result store ({text}); check the disk and the "
+                      "folder's permissions")
+
+
+def fold_wal(path: str | os.PathLike) -> None:
+    """Fold a WAL that a crashed writer left beside ``path`` back into the file (best effort).
+
+    Nothing happens when there is no WAL, the folder or file is read-only, or another process
+    holds the store (its own close folds the WAL in).
+    """
+    path = Path(path)
+    wal = Path(str(path) + "-wal")
+    try:
+        if (not wal.is_file() or wal.stat().st_size == 0 or not os.access(path, os.W_OK)
+                or not os.access(path.parent, os.W_OK)):
+            return
+    except OSError:
+        return
+    try:
+        db = sqlite3.connect(path, timeout=0.2)
+        try:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            db.close()
+    except sqlite3.Error:
+        pass  # locked by a live writer, or not a store: opening it says what is wrong
+
+
+def _fits(blob, size: int) -> bool:
+    return isinstance(blob, bytes) and len(blob) == size
+
+
 def _blob(array: np.ndarray) -> bytes:
     return np.ascontiguousarray(array, dtype=np.float32).tobytes()
 
@@ -93,6 +205,7 @@ class ResultStore:
         self.readonly = readonly
         self._db = connection
         self._meta_cache: dict = {}
+        self._keypoints: KeypointSet | None = None
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -101,26 +214,60 @@ class ResultStore:
         path = Path(path)
         for suffix in ("", "-wal", "-shm"):
             Path(str(path) + suffix).unlink(missing_ok=True)
-        store = cls(path, cls._connect(path))
-        store._db.executescript(_SCHEMA)  # (executescript manages its own transaction)
-        with store._transaction():
-            store._set_meta({"schema_version": SCHEMA_VERSION, "status": "running", **meta})
+        store = None
+        try:
+            store = cls(path, cls._connect(path))
+            store._db.executescript(_SCHEMA)  # (executescript manages its own transaction)
+            with store._transaction():
+                store._set_meta({"schema_version": SCHEMA_VERSION, "status": "running", **meta})
+        except (sqlite3.Error, InputError) as exc:
+            if store is not None:
+                store._db.close()
+            for suffix in ("", "-wal", "-shm"):  # nothing half-made stays behind
+                Path(str(path) + suffix).unlink(missing_ok=True)
+            if isinstance(exc, InputError):
+                raise
+            raise _sqlite_error(path, exc) from None
         return store
 
     @classmethod
-    def open(cls, path: str | os.PathLike, readonly: bool = False) -> ResultStore:
-        """Open an existing store; a missing, foreign or corrupt file is a one-line error."""
+    def open(cls, path: str | os.PathLike, readonly: bool = False,
+             check: bool = False) -> ResultStore:
+        """Open an existing store; a missing, foreign or corrupt file is a one-line error.
+
+        A WAL left beside the file by a crash is folded back into it first (when the folder is
+        writable), so that the file alone holds the data from then on.
+
+        Args:
+            path: The ``.clamp.sqlite`` file.
+            readonly: Open without write access.
+            check: Also run SQLite's ``PRAGMA quick_check`` over the whole file (seconds for a
+                long video), as the exports and fine-tuning do before trusting its contents.
+        """
         path = Path(path)
         if not path.is_file():
             raise InputError(f"{path}: result store not found; run `clamp-track run` first")
+        store = None
         try:
+            fold_wal(path)
             store = cls(path, cls._connect(path, readonly), readonly)
             version = store.meta("schema_version")
+            if check:
+                problems = [r[0] for r in store._db.execute("PRAGMA quick_check").fetchall()]
+                if problems != ["ok"]:
+                    raise sqlite3.DatabaseError(f"quick_check: {problems[0]}")
         except sqlite3.DatabaseError as exc:
+            if store is not None:
+                store._db.close()
             raise InputError(
-                f"{path}: not a clamp-track result store or corrupt ({exc}); re-run the video"
+                f"{path}: not a clamp-track result store or corrupt ({exc}); re-run the video "
+                "with --overwrite"
             ) from None
+        except InputError:
+            store._db.close()
+            raise
         if version != SCHEMA_VERSION:
+            store._db.close()
             raise InputError(f"{path}: store schema {version} is not supported (expects "
                              f"{SCHEMA_VERSION}); re-run the video with this clamp-track")
         return store
@@ -128,7 +275,7 @@ class ResultStore:
     @staticmethod
     def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
         if readonly:
-            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+            db = ResultStore._connect_readonly(path)
         else:
             db = sqlite3.connect(path, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
@@ -136,11 +283,74 @@ class ResultStore:
         db.isolation_level = None  # explicit transactions only
         return db
 
+    @staticmethod
+    def _connect_readonly(path: Path) -> sqlite3.Connection:
+        """A connection that cannot write the store, opened the tidiest way that works.
+
+        First read-only through SQL but able to tidy up (the last connection to close removes
+        the -wal/-shm files, so looking at a store leaves no files behind); then SQLite's
+        read-only mode; then, where even that cannot start (a full disk: no room for the -shm
+        file), the file read as immutable.
+        """
+        attempts = []
+        if os.access(path, os.W_OK) and os.access(path.parent, os.W_OK):
+            attempts.append((str(path), False, "PRAGMA query_only=1"))
+        attempts += [(f"file:{path}?mode=ro", True, None),
+                     (f"file:{path}?mode=ro&immutable=1", True, None)]
+        error = None
+        for target, uri, pragma in attempts:
+            db = sqlite3.connect(target, uri=uri, check_same_thread=False)
+            try:
+                if pragma:
+                    db.execute(pragma)
+                db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+                return db
+            except sqlite3.DatabaseError as exc:
+                db.close()
+                error = exc
+                if "I/O" not in str(exc) and "readonly" not in str(exc) and \
+                        "unable to open" not in str(exc):
+                    raise
+        raise error
+
     def close(self) -> None:
         """Close the connection (the data are already committed) and fold the WAL back in."""
-        if not self.readonly:
+        try:
+            if not self.readonly:
+                self.checkpoint()
+        finally:
+            self._db.close()
+
+    def checkpoint(self) -> None:
+        """Fold the WAL back into the store file (a commit boundary: the file alone is whole).
+
+        Raises:
+            InputError: The disk is full or the store is locked by another program.
+        """
+        try:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        self._db.close()
+        except sqlite3.Error as exc:
+            raise _sqlite_error(self.path, exc) from None
+
+    def commit_to(self, final: str | os.PathLike) -> Path:
+        """Close this (working) store and move it to ``final``, replacing what is there.
+
+        The WAL is folded in first and the old store's own WAL files are removed, so the new
+        file is whole on its own; the move is one ``os.replace``: ``final`` is always either
+        the old store or the new one.
+
+        Returns:
+            ``final``.
+        """
+        final = Path(final)
+        self.close()
+        if final != self.path:
+            for suffix in ("-wal", "-shm"):
+                Path(str(final) + suffix).unlink(missing_ok=True)
+            os.replace(self.path, final)
+            for suffix in ("-wal", "-shm"):
+                Path(str(self.path) + suffix).unlink(missing_ok=True)
+        return final
 
     def __enter__(self) -> ResultStore:
         return self
@@ -150,13 +360,24 @@ class ResultStore:
 
     @contextmanager
     def _transaction(self):
-        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _sqlite_error(self.path, exc) from None
         try:
             yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
+        except BaseException as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise _sqlite_error(self.path, exc) from None
             raise
-        self._db.execute("COMMIT")
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise _sqlite_error(self.path, exc) from None
 
     # ------------------------------------------------------------------ metadata
     def meta(self, key: str, default=None):
@@ -168,7 +389,12 @@ class ResultStore:
                 raise sqlite3.DatabaseError(str(exc)) from None
             if row is None:
                 return default
-            self._meta_cache[key] = json.loads(row[0])
+            try:
+                self._meta_cache[key] = json.loads(row[0])
+            except (TypeError, ValueError):
+                raise InputError(f"{self.path}: its metadata {key!r} is not valid JSON (the "
+                                 "file was edited or damaged); re-run the video with --overwrite"
+                                 ) from None
         return self._meta_cache[key]
 
     def set_meta(self, **values) -> None:
@@ -186,12 +412,30 @@ class ResultStore:
     @property
     def keypoints(self) -> KeypointSet:
         """The keypoint set of the stored predictions."""
-        return KeypointSet.from_dict(self.meta("keypoints"))
+        if self._keypoints is None:
+            try:
+                self._keypoints = KeypointSet.from_dict(self.meta("keypoints"))
+            except InputError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any malformed value is the same error
+                raise self._bad_meta("keypoints", exc) from None
+        return self._keypoints
 
     @property
     def video_info(self) -> VideoInfo:
         """The video the results belong to."""
-        return VideoInfo(**self.meta("video"))
+        data = self.meta("video")
+        try:
+            return VideoInfo(**data)
+        except InputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any malformed value is the same error
+            raise self._bad_meta("video", exc) from None
+
+    def _bad_meta(self, key: str, exc: Exception) -> InputError:
+        what = "missing" if self.meta(key) is None else f"malformed ({type(exc).__name__})"
+        return InputError(f"{self.path}: its {key!r} metadata is {what}; the file was edited "
+                          "or damaged: re-run the video with --overwrite")
 
     @property
     def complete(self) -> bool:
@@ -325,6 +569,12 @@ class ResultStore:
     def _arrays(self, rows) -> dict[str, np.ndarray]:
         k = self.keypoints.num_keypoints
         nan = np.full((k, 3), np.nan, np.float32)
+        size = k * 3 * 4
+        for r in rows:
+            if not _fits(r[6], size) or (r[7] is not None and not _fits(r[7], size)):
+                raise InputError(f"{self.path}: the keypoints of instance (frame/track {r[0]}) "
+                                 f"do not fit its {k}-keypoint set (damaged store); re-run the "
+                                 "video with --overwrite")
         return {
             "frames": np.array([r[0] for r in rows], dtype=np.int64),
             "boxes": np.array([r[1:5] for r in rows], dtype=np.float32).reshape(-1, 4),
@@ -393,6 +643,10 @@ class ResultStore:
             i = index.get(frame)
             if i is None:
                 continue
+            if not 0 <= kp < raw.shape[1]:
+                raise InputError(f"{self.path}: a correction in frame {frame} names keypoint "
+                                 f"{kp}, but the set has {raw.shape[1]} (damaged store); delete "
+                                 "that correction or re-run the video with --overwrite")
             raw[i, kp] = (x, y, 1.0) if visible else (np.nan, np.nan, 0.0)
             fixed[i, kp] = True
 

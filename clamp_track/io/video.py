@@ -41,9 +41,10 @@ a temporary file beside the target, renamed into place on close and removed on e
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
-import tempfile
+import struct
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clamp_track.config import temp_beside
 from clamp_track.errors import InputError
 from clamp_track.types import Frame, VideoInfo
 
@@ -151,9 +153,85 @@ def _scan(path: Path) -> _Index:
         times = (pts_arr - origin).astype(np.float64) * float(time_base)
     if not fps and len(times) > 1 and times[-1] > times[0]:
         fps = (len(times) - 1) / (times[-1] - times[0])
-    info = VideoInfo(str(path), int(width), int(height), fps, len(pts_arr), codec)
+    info = VideoInfo(str(path), int(width), int(height), fps, len(pts_arr), codec,
+                     display_rotation(path))
     is_key = np.asarray([k for _, k in packets], dtype=bool)[order]
     return _Index(info, pts_arr, times, time_base, claimed, np.flatnonzero(is_key))
+
+
+def _boxes(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[bytes, int, int]]:
+    """``(type, payload start, payload end)`` of the ISO boxes in ``data[start:end]``."""
+    end = len(data) if end is None else end
+    while start + 8 <= end:
+        size, kind = struct.unpack_from(">I4s", data, start)
+        header = 8
+        if size == 1 and start + 16 <= end:
+            size, header = struct.unpack_from(">Q", data, start + 8)[0], 16
+        elif size == 0:
+            size = end - start
+        if size < header or start + size > end:
+            return
+        yield kind, start + header, start + size
+        start += size
+
+
+def _read_moov(path: Path) -> bytes | None:
+    """The ``moov`` box of an ISO base media file (read alone: ``mdat`` is skipped), or None."""
+    try:
+        with open(path, "rb") as fh:
+            size_total = os.fstat(fh.fileno()).st_size
+            offset = 0
+            while offset + 8 <= size_total:
+                fh.seek(offset)
+                head = fh.read(16)
+                size, kind = struct.unpack_from(">I4s", head)
+                if size == 1 and len(head) == 16:
+                    size = struct.unpack_from(">Q", head, 8)[0]
+                elif size == 0:
+                    size = size_total - offset
+                if size < 8:
+                    return None
+                if kind == b"moov":
+                    fh.seek(offset)
+                    return fh.read(min(size, 256 << 20))
+                offset += size
+    except OSError:
+        return None
+    return None
+
+
+def display_rotation(path: str | os.PathLike) -> int:
+    """Degrees (0, 90, 180, 270) a player turns a video clockwise to show it upright.
+
+    Phones store a portrait video as landscape frames plus a display matrix in the video
+    track's header (``tkhd``) of the mp4/mov file; FFmpeg-based players and OpenCV (what
+    DeepLabCut reads videos with) apply it, the decoders used here do not. Other containers,
+    or a file without a readable header, give 0.
+    """
+    moov = _read_moov(Path(path))
+    if not moov:
+        return 0
+    for kind, start, end in _boxes(moov):
+        if kind != b"moov":
+            continue
+        for trak, t0, t1 in _boxes(moov, start, end):
+            if trak != b"trak":
+                continue
+            children = {k: (a, b) for k, a, b in _boxes(moov, t0, t1)}
+            mdia, tkhd = children.get(b"mdia"), children.get(b"tkhd")
+            if mdia is None or tkhd is None or tkhd[1] - tkhd[0] < 84:
+                continue
+            if not any(k == b"hdlr" and b - a >= 12 and moov[a + 8:a + 12] == b"vide"
+                       for k, a, b in _boxes(moov, *mdia)):
+                continue  # sound or data track
+            # full box: version, flags, times and ids (v1: 64-bit times), reserved, layer,
+            # group, volume, reserved; then the matrix a b u / c d v / x y w (a, b: 16.16)
+            at = tkhd[0] + (52 if moov[tkhd[0]] == 1 else 40)
+            a, b = struct.unpack_from(">2i", moov, at)
+            if a == 0 and b == 0:
+                return 0
+            return int(round(math.degrees(math.atan2(b, a)) / 90.0)) * 90 % 360
+    return 0
 
 
 def probe(path: str | os.PathLike) -> VideoInfo:
@@ -679,13 +757,11 @@ class VideoWriter:
             raise ValueError(f"fps and size must be positive, got {fps} and {size}")
         self.size = (int(size[0]), int(size[1]))
         self.codec = _pick_codec(codec)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{self.path.stem}.",
-                                   suffix=f".partial{self.path.suffix}")
-        os.close(fd)
-        self._tmp = Path(tmp)
+        tmp = temp_beside(self.path, f".partial{self.path.suffix}")  # (removes a killed one's)
+        self._tmp = tmp
         self.frames_written = 0
         try:
-            self._container = av.open(tmp, "w", format=self._format())
+            self._container = av.open(str(tmp), "w", format=self._format())
             self._stream = self._add_stream(fps, crf)
         except Exception as exc:
             self._tmp.unlink(missing_ok=True)

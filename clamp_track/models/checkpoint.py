@@ -89,12 +89,15 @@ def read_file(path: str | os.PathLike, trust: bool = False):
             f"{path}: truncated or corrupt checkpoint ({exc}); re-download or re-convert it"
         ) from None
     except pickle.UnpicklingError as exc:
-        if "weights only" in str(exc).lower() and not trust:
+        # only a file that names Python classes can be loaded with trust; random or damaged
+        # bytes ("Unsupported operand") cannot
+        if "weights only" in str(exc).lower() and "global" in str(exc).lower() and not trust:
             raise CheckpointError(
                 f"{path}: holds Python objects other than weights; if you trust its source, "
                 "convert it with `clamp-track weights convert --trust FILE -o OUT.pt`"
             ) from None
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({str(exc)[:120]})") from None
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (its contents are not "
+                              "readable pickle data); pass a checkpoint file") from None
     except RuntimeError as exc:
         if "zip" in str(exc).lower() or "archive" in str(exc).lower():
             raise CheckpointError(

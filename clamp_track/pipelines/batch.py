@@ -33,16 +33,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from clamp_track.config import atomic_write_text, to_dict
+from clamp_track.config import atomic_write_text, temp_beside
 from clamp_track.errors import ClampTrackError, InputError
-from clamp_track.io.store import ResultStore, store_path
+from clamp_track.io.store import ResultStore, partial_path, store_path
 from clamp_track.pipelines.run import (
     Cancelled,
     Models,
     Progress,
     RunConfig,
     corrected_table,
+    exports_done,
     run_video,
+    same_settings,
 )
 
 log = logging.getLogger(__name__)
@@ -257,21 +259,30 @@ def store_state(path: Path, cfg: RunConfig) -> tuple[str, int]:
     """What is already in a video's store.
 
     Returns:
-        ``(state, next_frame)``: ``missing``, ``complete`` or ``partial`` (made with ``cfg``;
-        ``partial`` resumes at ``next_frame``), ``different`` (other settings) or
-        ``unreadable``; ``next_frame`` is ``cfg.start`` unless partial.
+        ``(state, next_frame)``: ``missing``, ``complete`` (made with ``cfg`` and every
+        export of ``cfg`` is there), ``unexported`` (complete, but an export is missing: a
+        resumed run writes it), ``partial`` (resumes at ``next_frame``; the hidden working
+        store of an unfinished run counts), ``different`` (other settings) or ``unreadable``;
+        ``next_frame`` is ``cfg.start`` unless partial.
     """
-    if not path.is_file():
-        return "missing", cfg.start
-    try:
-        with ResultStore.open(path, readonly=True) as store:
-            if store.meta("config") != to_dict(cfg):
-                return "different", cfg.start
-            if store.complete:
-                return "complete", cfg.start
-            return "partial", (store.meta("resume") or {}).get("next", cfg.start)
-    except InputError:
-        return "unreadable", cfg.start
+    for store_file in (partial_path(path), path):  # the newest unfinished run first
+        if not store_file.is_file():
+            continue
+        try:
+            with ResultStore.open(store_file, readonly=True) as store:
+                if not same_settings(store.meta("config"), cfg):
+                    if store_file != path:
+                        continue  # a replacement run given up: the store itself decides
+                    return "different", cfg.start
+                if store.complete and store_file == path:
+                    if exports_done(store, cfg.exports):
+                        return "complete", cfg.start
+                    return "unexported", cfg.start
+                return "partial", (store.meta("resume") or {}).get("next", cfg.start)
+        except InputError:
+            if store_file == path:
+                return "unreadable", cfg.start
+    return "missing", cfg.start
 
 
 # ============================================================================================
@@ -348,7 +359,8 @@ def process_video(task: VideoTask, channel: Channel | None = None) -> VideoResul
             return skipped_result(task)
         _check_boxes_file(task.cfg)
         channel.send(("start", str(task.video), next_frame - task.cfg.start))
-        summary = run_video(task.video, task.cfg, task.out_dir, resume=state == "partial",
+        summary = run_video(task.video, task.cfg, task.out_dir,
+                            resume=state in ("partial", "unexported"),
                             overwrite=task.overwrite, models=worker_models(task.cfg),
                             progress=channel.progress(task))
     except Cancelled:
@@ -885,15 +897,13 @@ def write_combined_csv(results: Sequence[VideoResult], path: str | os.PathLike) 
     The columns are ``video``, then those of each video's ``.clamp.csv``. Videos are read one
     at a time into a temporary file, which is renamed onto ``path`` at the end.
     """
-    import tempfile
-
     from clamp_track.io.export import KEYPOINT_COLUMNS
 
     path = Path(path)
     _writable(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = temp_beside(path)
     try:
-        with os.fdopen(fd, "w", newline="") as fh:
+        with open(tmp, "w", newline="") as fh:
             header = True
             for r in results:
                 if r.status not in ("done", "skipped"):

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 import socket
 import threading
@@ -203,6 +204,35 @@ def _require_weights(name: str, weights) -> None:
         f"{name} weights are not in torchvision's cache and cannot be downloaded (offline): "
         f"download {weights.url} to {target} (torch.hub.get_dir()/checkpoints; TORCH_HOME moves "
         f"it), or pass the file as weights=PATH")
+
+
+def check_torchvision_weights(**options) -> None:
+    """Fail now, before any model loads, if the torchvision detector's weights can't be had.
+
+    Args:
+        **options: Fields of :class:`TorchvisionConfig`.
+
+    Raises:
+        ClampTrackError: A bad option, a missing weights file, or weights neither cached nor
+            downloadable (what to download and where).
+    """
+    from torchvision.models import get_model_weights
+
+    cfg = from_dict(TorchvisionConfig, options, source="detector 'torchvision'")
+    if cfg.weights is None:
+        return
+    if Path(str(cfg.weights)).suffix in (".pt", ".pth") or os.sep in str(cfg.weights):
+        if not Path(str(cfg.weights)).is_file():
+            raise CheckpointError(f"{cfg.weights}: detector weights file not found")
+        return
+    name = TORCHVISION_MODELS.get(cfg.model, cfg.model)
+    try:
+        weights = get_model_weights(name)[cfg.weights] if cfg.weights != "DEFAULT" \
+            else get_model_weights(name).DEFAULT
+    except KeyError:
+        raise InputError(f"detector weights {cfg.weights!r} are not a file nor a weights name "
+                         f"of {name}") from None
+    _require_weights(name, weights)
 
 
 def coco_categories(model: str) -> list[str]:
@@ -612,15 +642,21 @@ class FileDetector:
         self.cfg = cfg
         path = Path(cfg.path)
         if not path.is_file():
-            raise InputError(f"{path}: boxes file not found")
-        if self._is_json(path):
-            self._frames, covered, self.class_names = _read_megadetector(path, cfg)
-            self.normalised = True
-        else:
-            self._frames, covered = _read_mot(path, cfg), None
-            self.class_names = {0: "animal"}
-            self.normalised = False
+            raise InputError(f"{path}: boxes file not found; check the path given to --boxes")
+        try:
+            if self._is_json(path):
+                self._frames, covered, self.class_names = _read_megadetector(path, cfg)
+                self.normalised = True
+            else:
+                self._frames, covered = _read_mot(path, cfg), None
+                self.class_names = {0: "animal"}
+                self.normalised = False
+        except UnicodeDecodeError:
+            raise InputError(f"{path}: binary data, not a boxes file; pass a MegaDetector "
+                             "JSON or a MOTChallenge det.txt with --boxes") from None
         self.frames_covered = frozenset(covered if covered is not None else self._frames)
+        #: Boxes dropped so far for lying entirely outside the frame.
+        self.outside = 0
         log.info("%s: boxes for %d frames", path, len(self.frames_covered))
 
     @staticmethod
@@ -639,11 +675,26 @@ class FileDetector:
                 out.append(Detections.empty())
                 continue
             boxes = np.asarray(b.boxes, dtype=np.float64)  # (N, 4)
+            h, w = frame.image.shape[:2]
             if self.normalised:
-                h, w = frame.image.shape[:2]
                 boxes = boxes * np.array([w, h, w, h])
-            out.append(Detections(boxes, b.scores, b.class_ids, b.track_ids))
+            inside = (boxes[:, 2] > 0) & (boxes[:, 3] > 0) & (boxes[:, 0] < w) & (boxes[:, 1] < h)
+            if not inside.all():
+                self._warn_outside(frame.index, boxes[~inside][0], (w, h), int((~inside).sum()))
+            keep = np.flatnonzero(inside)
+            out.append(Detections(boxes[keep], np.asarray(b.scores)[keep],
+                                  np.asarray(b.class_ids, np.int64)[keep],
+                                  np.asarray(b.track_ids, np.int64)[keep]))
         return out
+
+    def _warn_outside(self, frame: int, box, size: tuple[int, int], count: int) -> None:
+        """Boxes with no pixel in the frame are dropped; say so once per file."""
+        self.outside += count
+        if self.outside == count:
+            log.warning("%s: boxes lie entirely outside the %dx%d frame (first: frame %d, box "
+                        "%s) and are dropped; check that the file belongs to this video and is "
+                        "in its pixels", self.cfg.path, size[0], size[1], frame,
+                        [round(float(v), 1) for v in box])
 
     def close(self) -> None:
         """Nothing to release."""

@@ -12,10 +12,8 @@ exports are written.
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
-import pickle
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -138,6 +136,29 @@ class RunConfig:
                              f"{', '.join(EXPORT_FORMATS)}")
         if self.chunk < 1:
             raise ValueError(f"chunk must be >= 1, got {self.chunk}")
+        if self.pose.batch_size < 1:
+            raise ValueError(f"pose.batch_size (--batch-size) must be >= 1, got "
+                             f"{self.pose.batch_size}")
+        if not 0 <= self.detect.score_threshold <= 1:
+            raise ValueError(f"detect.score_threshold must be within [0, 1], got "
+                             f"{self.detect.score_threshold}")
+        if self.start < 0 or (self.end is not None and self.end <= self.start):
+            raise ValueError(f"--start {self.start} / --end {self.end}: need 0 <= start < end")
+        bad = _not_finite(to_dict(self))
+        if bad:
+            raise ValueError(f"{bad} must be a finite number")
+
+
+def _not_finite(data, prefix: str = "") -> str | None:
+    """The first setting in ``data`` that is NaN or infinite, by its dotted name."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            found = _not_finite(value, f"{prefix}{key}.")
+            if found:
+                return found
+    elif isinstance(data, float) and not np.isfinite(data):
+        return prefix.rstrip(".")
+    return None
 
 
 @dataclass
@@ -206,6 +227,16 @@ class Models:
         with _seeded(None if weights else cfg.seed):
             model = create_model(None if weights else cfg.pose_model, weights=weights,
                                  keypoints=None if weights else cfg.keypoints)
+        from clamp_track.models.registry import variant_name
+
+        #: The model actually loaded (a checkpoint's own variant wins over ``pose_model``).
+        self.variant = variant_name(model.config) or cfg.pose_model
+        if weights and self.variant != cfg.pose_model:
+            log.info("%s holds %s weights: running %s, not --pose-model %s (recorded in "
+                        "the store)", weights, self.variant, self.variant, cfg.pose_model)
+        if weights and cfg.keypoints and cfg.keypoints != model.keypoints.name:
+            log.warning("%s was trained for keypoint set %s: --keypoints %s is ignored",
+                        weights, model.keypoints.name, cfg.keypoints)
         self.pose = PoseEstimator(model, cfg.pose)
         self._detector = None
         self._detector_key = None
@@ -245,6 +276,27 @@ def _seeded(seed: int | None):
         yield
 
 
+@dataclass
+class StorePlan:
+    """What :func:`run_video` will do with a video's store, decided before any model loads.
+
+    Attributes:
+        final: The store the user sees (``<video>.clamp.sqlite``).
+        action: ``new`` (build a new store, in the working file if ``final`` exists, and
+            move it to ``final`` when complete), ``continue`` (resume the store ``work``), or
+            ``export`` (``final`` is a complete run: write its exports only).
+        work: The store to continue (the working file, or ``final`` if a first run stopped).
+        info: The video.
+        end: One past the last frame to process.
+    """
+
+    final: Path
+    action: str
+    work: Path | None
+    info: object
+    end: int
+
+
 def run_video(
     video: str | os.PathLike,
     cfg: RunConfig,
@@ -256,6 +308,14 @@ def run_video(
     progress: Callable[[Progress], None] | None = None,
 ) -> RunSummary:
     """Process one video end to end.
+
+    A finished run is never lost: where a store exists already, the new run builds its store
+    in a hidden working file beside it (see :func:`~clamp_track.io.store.partial_path`) and
+    replaces the old store only once the new one is complete; until then a failure, Ctrl+C or
+    kill leaves the old store, its exports and ``config.resolved.yaml`` as they were (a first
+    run builds its store in place, so its partial results can be looked at). ``resume``
+    continues the newest unfinished store, and on a complete store writes its exports again
+    and processes nothing. The store is locked while this runs.
 
     Args:
         video: The video file.
@@ -269,32 +329,217 @@ def run_video(
     Returns:
         A :class:`RunSummary`.
     """
-    from clamp_track.io.video import probe
+    from clamp_track.io.store import partial_path, store_lock
 
     started = time.perf_counter()
     video = Path(video)
-    info = probe(video)
+    plan = plan_store(video, cfg, out_dir, resume=resume, overwrite=overwrite)
+    timer = StageTimer()
+    with store_lock(plan.final):  # decide again: another process may have changed the store
+        plan = plan_store(video, cfg, plan.final.parent, resume=resume, overwrite=overwrite,
+                          info=plan.info, check=False)
+        resumed_from = None
+        if plan.info.rotation:
+            log.warning("%s: the file tells players to turn it %d° clockwise (a phone's display "
+                        "matrix; OpenCV and DeepLabCut show it turned); clamp-track processes "
+                        "the frames as stored, so its coordinates are for the unturned frames "
+                        "(recorded as video.rotation in the store); to work upright, re-encode "
+                        "it turned first (e.g. ffmpeg -i IN.mp4 OUT.mp4)", video,
+                        plan.info.rotation)
+        if plan.action != "export":
+            models = models or Models(cfg)
+            if plan.action == "continue":
+                store = ResultStore.open(plan.work)
+                state = store.meta("resume") or {"next": cfg.start}
+                if store.complete:
+                    state = {"next": plan.end}
+                log.info("resuming %s at frame %d", video.name, state["next"])
+            else:
+                # a store already there is only replaced once the new one is complete
+                work = partial_path(plan.final)
+                for suffix in ("", "-wal", "-shm"):  # a replacement run given up before
+                    Path(str(work) + suffix).unlink(missing_ok=True)
+                store = ResultStore.create(work if plan.final.exists() else plan.final,
+                                           _new_meta(plan.info, cfg, models))
+                state = {"next": cfg.start}
+            resumed_from = state["next"] if state["next"] > cfg.start else None
+            try:
+                if state["next"] < plan.end:
+                    _rewarm_detector(video, state["next"], cfg, models, timer)
+                    _process(video, plan.end, store, state, cfg, models, progress, timer)
+                with timer("smooth"):
+                    _finalise(store, cfg)
+            except BaseException:
+                store.close()
+                raise
+            resolved = store.meta("config")
+            store.commit_to(plan.final)
+            dump_yaml(resolved, plan.final.parent / "config.resolved.yaml")
+        with ResultStore.open(plan.final, check=plan.action == "export") as store:
+            with timer("export"):
+                outputs = write_exports(store, cfg.exports, missing_only=plan.action == "export")
+            frames = len(store.frame_times()[0])
+            tracks = len(store.track_ids())
+    return RunSummary(video, plan.final, frames, tracks, time.perf_counter() - started,
+                      outputs, resumed_from, timer.seconds)
+
+
+def plan_store(video: str | os.PathLike, cfg: RunConfig, out_dir: str | os.PathLike | None = None,
+               *, resume: bool = False, overwrite: bool = False, info=None,
+               check: bool = True) -> StorePlan:
+    """Check a run's inputs and decide what to do with its store, without loading a model.
+
+    Everything a run needs that can be wrong is checked here, so that a mistake stops the run
+    with one line before anything is loaded or written: the video, the frame range, the output
+    folder, the settings (:func:`check_settings`) and the existing store (corrections that a new
+    run would replace, or settings that differ from a run to resume).
+
+    Args:
+        video: The video file.
+        cfg: The run's settings.
+        out_dir: Its output folder (default: beside the video).
+        resume: As for :func:`run_video`.
+        overwrite: As for :func:`run_video`.
+        info: The video's :class:`~clamp_track.types.VideoInfo` if probed already.
+        check: Check the settings (:func:`check_settings`); off when they were checked.
+
+    Raises:
+        ClampTrackError: What is wrong, in one line naming the file and the fix.
+    """
+    from clamp_track.io.store import partial_path
+    from clamp_track.io.video import probe
+
+    video = Path(video)
+    info = info or probe(video)
     end = info.n_frames if cfg.end is None else min(cfg.end, info.n_frames)
     if not 0 <= cfg.start < end:
         raise InputError(f"{video}: frame range [{cfg.start}, {end}) is empty; the video has "
                          f"{info.n_frames} frames")
+    if check:
+        check_settings(cfg, video, end - cfg.start)
     out = _output_dir(video, out_dir)
-    models = models or Models(cfg)
-    store, state = _open_store(store_path(video, out), video, info, cfg, models, resume,
-                               overwrite)
-    resumed_from = state["next"] if state["next"] > cfg.start else None
-    timer = StageTimer()
-    try:
-        if state["next"] < end:
-            _process(video, end, store, state, cfg, models, progress, timer)
-        outputs = finish(store, cfg, timer)
-        frames = len(store.frame_times()[0])
-        summary = RunSummary(video, store.path, frames, len(store.track_ids()),
-                             time.perf_counter() - started, outputs, resumed_from,
-                             timer.seconds)
-    finally:
-        store.close()
-    return summary
+    final = store_path(video, out)
+    work = partial_path(final)
+    if resume:
+        for path in (work, final):
+            if not path.is_file():
+                continue
+            with ResultStore.open(path, readonly=True) as store:
+                if not same_settings(store.meta("config"), cfg):
+                    raise InputError(f"{final}: was made with different settings; run without "
+                                     "--resume (or with the same options) to start over")
+                if path == final and store.complete:
+                    return StorePlan(final, "export", None, info, end)
+            return StorePlan(final, "continue", path, info, end)
+    elif final.is_file() and not overwrite:
+        try:
+            with ResultStore.open(final, readonly=True) as old:
+                corrected = bool(old.corrections())
+        except InputError:
+            raise InputError(f"{final}: an unreadable result store is in the way; use "
+                             "--overwrite to replace it") from None
+        if corrected:
+            raise InputError(f"{final}: holds your corrections; use --resume to continue it "
+                             "(or `clamp-track export` to write its files again) or "
+                             "--overwrite to replace it")
+    return StorePlan(final, "new", None, info, end)
+
+
+def write_exports(store: ResultStore, formats, *, missing_only: bool = False) -> list[Path]:
+    """Write a run's exports beside its store and record their files in the store.
+
+    The store's ``exports`` metadata maps each format written to its files (relative to the
+    store's folder), so a run is known to be done only when every requested export exists
+    (:func:`exports_done`).
+
+    Args:
+        store: A complete store, open for writing.
+        formats: The formats to write (see :func:`export`).
+        missing_only: Write only formats with a file missing (resuming a finished run): the
+            files there are left byte for byte as they are.
+
+    Returns:
+        The export files of ``formats``.
+    """
+    done = dict(store.meta("exports") or {})
+    folder = store.path.parent
+    paths: list[Path] = []
+    for fmt in formats:
+        if missing_only and exports_done(store, [fmt]):
+            paths += [folder / name for name in done[fmt]]
+            continue
+        written = export(store, (fmt,))
+        done[fmt] = [os.path.relpath(p, folder) for p in written]
+        store.set_meta(exports=done)
+        paths += written
+    return paths
+
+
+def exports_done(store: ResultStore, formats) -> bool:
+    """Whether every file of every format in ``formats`` was written and is still there."""
+    done = store.meta("exports") or {}
+    folder = store.path.parent
+    return all(isinstance(done.get(fmt), list) and all(
+        (folder / str(name)).is_file() for name in done[fmt]) for fmt in formats)
+
+
+def same_settings(stored: dict | None, cfg: RunConfig) -> bool:
+    """Whether a store made with ``stored`` settings can be continued with ``cfg``.
+
+    The exports do not change the results, so they may differ.
+    """
+    if not isinstance(stored, dict):
+        return False
+    mine = to_dict(cfg)
+    return ({k: v for k, v in stored.items() if k != "exports"}
+            == {k: v for k, v in mine.items() if k != "exports"})
+
+
+def check_settings(cfg: RunConfig, video: Path | None = None, frames: int | None = None) -> None:
+    """Check the settings of a run against this machine and its input files.
+
+    The device must be one torch sees, the pose weights file and the boxes file must exist
+    (the boxes file must be readable as boxes), and a detector that fetches weights must have
+    them or the internet; unusual values that are allowed get a warning.
+
+    Raises:
+        ClampTrackError: One line naming the setting or file and the fix.
+    """
+    from clamp_track.runtime import check_device
+
+    check_device(cfg.pose.device)
+    if cfg.pose_weights and str(cfg.pose_weights) != "auto":
+        from clamp_track.weights import resolve_pose_weights
+
+        resolve_pose_weights(cfg.pose_weights, cfg.pose_model)
+    if cfg.detect.name == "file":
+        from clamp_track.pipelines.detectors import make_detector
+
+        make_detector("file", **cfg.detect.backend_options(video or Path(""), "cpu")).close()
+    if cfg.detect.name == "mmdet" and cfg.detect.checkpoint and not Path(
+            cfg.detect.checkpoint).is_file():
+        raise InputError(f"{cfg.detect.checkpoint}: detector checkpoint not found; fix "
+                         "--detector-checkpoint")
+    if cfg.detect.name == "torchvision":
+        from clamp_track.pipelines.detectors import check_torchvision_weights
+
+        check_torchvision_weights(**cfg.detect.backend_options(video or Path(""), "cpu"))
+    if frames is not None and cfg.detect.every > 1 and cfg.detect.every >= frames:
+        log.warning("--detect-every %d: the detector runs on the first frame only (%d frames "
+                    "to process); boxes elsewhere are predicted", cfg.detect.every, frames)
+
+
+def _new_meta(info, cfg: RunConfig, models: Models) -> dict:
+    return {
+        "config": to_dict(cfg),
+        "video": dict(info.__dict__),
+        "keypoints": models.pose.model.keypoints.to_dict(),
+        "model": {"variant": models.variant, "weights": cfg.pose_weights,
+                  "input_size": list(models.pose.model.config.input_size)},
+        "resume": {"next": cfg.start},
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "dlc_date": time.strftime("%b%d"),
+    }
 
 
 def _output_dir(video: Path, out_dir) -> Path:
@@ -309,35 +554,30 @@ def _output_dir(video: Path, out_dir) -> Path:
     return out
 
 
-def _open_store(path: Path, video: Path, info, cfg: RunConfig, models: Models, resume: bool,
-                overwrite: bool) -> tuple[ResultStore, dict]:
-    resolved = to_dict(cfg)
-    if path.exists() and resume:
-        store = ResultStore.open(path)
-        if store.meta("config") != resolved:
-            store.close()
-            raise InputError(f"{path}: was made with different settings; run without --resume "
-                             "(or with the same options) to start over")
-        state = store.meta("resume") or {"next": cfg.start}
-        log.info("resuming %s at frame %d", video.name, state["next"])
-        return store, state
-    if path.exists() and not overwrite:
-        with ResultStore.open(path, readonly=True) as old:
-            if old.corrections():
-                raise InputError(f"{path}: holds your corrections; use --resume to continue it "
-                                 "or --overwrite to replace it")
-    meta = {
-        "config": resolved,
-        "video": dict(info.__dict__),
-        "keypoints": models.pose.model.keypoints.to_dict(),
-        "model": {"variant": cfg.pose_model, "weights": cfg.pose_weights,
-                  "input_size": list(models.pose.model.config.input_size)},
-        "resume": {"next": cfg.start},
-        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "dlc_date": time.strftime("%b%d"),
-    }
-    dump_yaml(resolved, path.parent / "config.resolved.yaml")
-    return ResultStore.create(path, meta), {"next": cfg.start}
+def _rewarm_detector(video: Path, first: int, cfg: RunConfig, models: Models,
+                     timer: StageTimer) -> None:
+    """Give a stateful detector the frames before the resume point, as the first run did.
+
+    The motion detector's background model learns from every frame it sees; a resumed run
+    replays the detected frames of ``[start, first)`` through it (their boxes are dropped), so
+    it continues with the model an uninterrupted run has at ``first``.
+    """
+    if cfg.detect.name != "motion" or first <= cfg.start:
+        return
+    from clamp_track.io.video import VideoReader
+
+    detector = models.detector(video, cfg.detect)
+    with timer("detect"), VideoReader(video, start=cfg.start, end=first,
+                                      backend=cfg.decoder) as reader:
+        batch = []
+        for frame in reader:
+            if (frame.index - cfg.start) % cfg.detect.every == 0:
+                batch.append(frame)
+            if len(batch) == cfg.chunk:
+                detector.detect(batch)
+                batch = []
+        if batch:
+            detector.detect(batch)
 
 
 def _process(video: Path, end: int, store: ResultStore, state: dict, cfg: RunConfig,
@@ -345,7 +585,7 @@ def _process(video: Path, end: int, store: ResultStore, state: dict, cfg: RunCon
     from clamp_track.io.video import VideoReader
     from clamp_track.pipelines.tracker import Tracker
 
-    tracking = _load_tracking(state) or Tracking(Tracker(cfg.tracker))
+    tracking = _load_tracking(state, store.path) or Tracking(Tracker(cfg.tracker))
     total, first = end - cfg.start, state["next"]
     t0 = time.perf_counter()
     chunk: list[Frame] = []
@@ -400,7 +640,8 @@ class Tracking:
     (with detection every k-th frame: the first k frames) of every track arrives unconfirmed.
     Such detections get temporary negative ids, are carried unchanged through the frames
     without detection, posed and stored; :func:`adopt_unconfirmed` later hands them to the
-    track they turned into, or drops them. Picklable: it is the resume state.
+    track they turned into, or drops them. It is the resume state, stored as data
+    (:mod:`clamp_track.io.state`).
     """
 
     def __init__(self, tracker):
@@ -490,14 +731,29 @@ def _refine_tracker(tracker, pose: PosePredictions, cfg: RunConfig) -> None:
         tracker.refine(int(tid), np.concatenate([centre - size / 2, centre + size / 2]))
 
 
-def _dump(obj) -> str:
-    return base64.b64encode(pickle.dumps(obj)).decode()
+def _dump(obj) -> dict:
+    from clamp_track.io.state import dump_state
+
+    return dump_state(obj)
 
 
-def _load_tracking(state: dict) -> Tracking | None:
-    # the store is the user's own file, written by this program for its own resume
-    blob = state.get("tracking")
-    return pickle.loads(base64.b64decode(blob)) if blob else None
+def _load_tracking(state: dict, path: Path | None = None) -> Tracking | None:
+    """The tracking state saved with the last committed chunk, read as data (never unpickled)."""
+    from clamp_track.io.state import StateError, load_state
+
+    data = state.get("tracking")
+    if not data:
+        return None
+    where = path or "the result store"
+    try:
+        tracking = load_state(data)
+    except StateError as exc:
+        raise InputError(f"{where}: its resume state cannot be read ({exc}); run without "
+                         "--resume to start over") from None
+    if not isinstance(tracking, Tracking):
+        raise InputError(f"{where}: its resume state is not a tracker's; run without --resume "
+                         "to start over")
+    return tracking
 
 
 def finish(store: ResultStore, cfg: RunConfig, timer: StageTimer | None = None) -> list[Path]:
