@@ -8,7 +8,9 @@ file is an error naming the key and the file instead of a silently ignored setti
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import glob
 import os
 import tempfile
 import types
@@ -170,10 +172,80 @@ def merge(base: dict, override: dict) -> dict:
     return out
 
 
+def current_umask() -> int:
+    """The process's file-creation mask (e.g. ``0o022``), read without changing it.
+
+    Linux reports it in ``/proc/self/status``; elsewhere it is read by setting and restoring it.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def temp_beside(path: str | os.PathLike, suffix: str = ".tmp") -> tuple[int, Path]:
+    """Create a hidden temporary file beside ``path`` for an atomic write, with the umask's mode.
+
+    ``tempfile.mkstemp`` creates files readable by their owner only (0600), which ``os.replace``
+    would carry onto the output; the temporary file gets ``0666 & ~umask`` instead, as
+    ``open()`` would give, so a lab mate on a shared server can read the result. The name is
+    ``.<name>.<pid>.<random><suffix>``; leftovers of ``path`` from writers that were killed
+    (their process is gone) are removed first.
+
+    Args:
+        path: The final output.
+        suffix: End of the temporary name (keep the output's extension where a writer picks
+            the format from it).
+
+    Returns:
+        ``(fd, temp path)``: an open descriptor the caller closes, and the file's path.
+    """
+    path = Path(path)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.",
+                               suffix=suffix)
+    os.fchmod(fd, 0o666 & ~current_umask())
+    return fd, Path(tmp)
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Remove ``path``'s hidden temporary files whose writing process no longer exists.
+
+    Returns:
+        The removed files (a live writer's file, or one not named by :func:`temp_beside`,
+        is kept).
+    """
+    path = Path(path)
+    removed = []
+    with contextlib.suppress(OSError):
+        for tmp in path.parent.glob(f".{glob.escape(path.name)}.*"):
+            pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+            if pid.isdigit() and not _process_alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                    removed.append(tmp)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file and a rename (never a partial file)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_beside(path)
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)

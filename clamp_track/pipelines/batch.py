@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from clamp_track.config import atomic_write_text, to_dict
+from clamp_track.config import atomic_write_text, temp_beside, to_dict
 from clamp_track.errors import ClampTrackError, InputError
 from clamp_track.io.store import ResultStore, store_path
 from clamp_track.pipelines.run import (
@@ -866,13 +866,11 @@ def write_combined_csv(results: Sequence[VideoResult], path: str | os.PathLike) 
     The columns are ``video``, then those of each video's ``.clamp.csv``. Videos are read one
     at a time into a temporary file, which is renamed onto ``path`` at the end.
     """
-    import tempfile
-
     from clamp_track.io.export import KEYPOINT_COLUMNS
 
     path = Path(path)
     _writable(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_beside(path)
     try:
         with os.fdopen(fd, "w", newline="") as fh:
             header = True

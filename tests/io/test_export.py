@@ -11,8 +11,11 @@ from clamp_track.io.export import (
     KEYPOINT_COLUMNS,
     ExportInfo,
     VideoStyle,
+    dlc_date,
     dlc_scorer,
     dlc_table,
+    hdf_format,
+    individual_names,
     write_annotated_video,
     write_dlc,
     write_tidy_csv,
@@ -78,9 +81,27 @@ def test_h5_is_readable_by_pandas_2(tmp_path, info):
     import tables
 
     out = write_dlc(make_results(), tmp_path, info, csv=False)
-    with tables.open_file(out.h5) as h5:
-        assert h5.root.tracks._v_attrs.pandas_version == "0.15.2"
-        assert h5.root.tracks.table._v_attrs.values_block_0_dtype == "float64"
+    for h5 in (out.h5, out.filtered_h5):
+        with tables.open_file(h5) as f:
+            assert f.root.df_with_missing._v_attrs.pandas_version == "0.15.2"
+            assert f.root.df_with_missing.table._v_attrs.values_block_0_dtype == "float64"
+
+
+def test_scorer_date_is_written_as_deeplabcut_writes_it():
+    import datetime
+
+    assert dlc_date(datetime.date(2026, 12, 3)) == "Dec3"
+    assert dlc_date(datetime.date(2026, 11, 25)) == "Nov25"
+    # a store made before the fix recorded a zero-padded day
+    assert dlc_scorer("clamp_rn50", date="Dec03") == \
+        "DLC_ClampRn50_clamptrackDec3shuffle1_snapshot_0"
+    assert dlc_scorer("clamp_rn50", date="Dec10") == \
+        "DLC_ClampRn50_clamptrackDec10shuffle1_snapshot_0"
+
+
+def test_individuals_are_named_compactly_in_track_order():
+    assert individual_names([7, 2, 2, 40]) == {2: "animal1", 7: "animal2", 40: "animal3"}
+    assert individual_names([]) == {}
 
 
 def test_tidy_csv_round_trip(tmp_path, info):
@@ -100,16 +121,19 @@ def test_dlc_multi_animal_files_read_back_exactly(tmp_path, info):
     results = make_results()
     out = write_dlc(results, tmp_path, info)
     scorer = "DLC_ClampRn50_clamptrackNov25shuffle1_snapshot_210"
-    assert out.scorer == scorer and out.coordinates == "smoothed"
+    assert out.scorer == scorer and out.layout == "multi"
     assert out.h5.name == f"cows{scorer}_el.h5"
     assert out.csv.name == f"cows{scorer}_el.csv"
+    assert out.filtered_h5.name == f"cows{scorer}_el_filtered.h5"
+    assert out.filtered_csv.name == f"cows{scorer}_el_filtered.csv"
     assert out.meta.name == f"cows{scorer}_meta.pickle"
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [out.h5.name, out.csv.name, out.meta.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in out.paths)
+    assert len(out.paths) == 5
     assert out.individuals == {1: "animal1", 2: "animal2"}
 
-    with pd.HDFStore(out.h5, mode="r") as store:
-        assert store.keys() == ["/tracks"]
+    for h5 in (out.h5, out.filtered_h5):
+        with pd.HDFStore(h5, mode="r") as store:  # one key: DeepLabCut reads without one,
+            assert store.keys() == ["/df_with_missing"]  # movement and anipose with this
     df = pd.read_hdf(out.h5)  # no key, as DeepLabCut reads it
     assert df.columns.names == ["scorer", "individuals", "bodyparts", "coords"]
     assert df.shape == (N_FRAMES, 2 * K * 3)
@@ -120,31 +144,42 @@ def test_dlc_multi_animal_files_read_back_exactly(tmp_path, info):
     assert list(df.columns.get_level_values("coords")) == ["x", "y", "likelihood"] * (2 * K)
     assert all(dtype == np.float64 for dtype in df.dtypes)
 
-    # values: smoothed coordinates and raw confidence, NaN where the animal is absent
+    # main file: raw coordinates and confidence, also where the confidence is low
     row = results[(results.track == 2) & (results.frame == 12) & (results.keypoint == "neck")]
-    cell = df.loc[12, (scorer, "animal2", "neck")]
-    assert cell.tolist() == pytest.approx(
-        row[["x_smooth", "y_smooth", "confidence"]].to_numpy()[0].tolist())
+    assert df.loc[12, (scorer, "animal2", "neck")].tolist() == pytest.approx(
+        row[["x", "y", "confidence"]].to_numpy()[0].tolist())
+    low = results[(results.confidence < 0.3) & results.x.notna()]
+    assert len(low) > 100
+    for r in low.head(20).itertuples():
+        part = AP10K.source_names[AP10K.index(r.keypoint)]
+        cell = df.loc[r.frame, (scorer, f"animal{r.track}", part)]
+        assert cell.tolist() == pytest.approx([r.x, r.y, r.confidence])
     assert df.loc[0:9, (scorer, "animal2")].isna().all().all()
     assert df.loc[30:39, (scorer, "animal1")].isna().all().all()
-    assert df.loc[0:9, (scorer, "animal1")].notna().all().all()
-    # the smoother's filled-in point: smoothed x/y, likelihood 0
-    filled = df.loc[5, (scorer, "animal1", "nose")]
+    assert df.loc[25, (scorer, "animal1", "neck")].notna().all()  # raw has it
+    assert df.loc[5, (scorer, "animal1", "nose")].isna().all()  # no measurement there
+
+    # _filtered: the smoothed coordinates with the raw confidence
+    filtered = pd.read_hdf(out.filtered_h5)
+    assert filtered.columns.equals(df.columns) and filtered.shape == df.shape
+    assert filtered.loc[12, (scorer, "animal2", "neck")].tolist() == pytest.approx(
+        row[["x_smooth", "y_smooth", "confidence"]].to_numpy()[0].tolist())
+    filled = filtered.loc[5, (scorer, "animal1", "nose")]  # the smoother filled it in
     assert filled["likelihood"] == 0.0 and not np.isnan(filled["x"])
-    # a point without smoothed coordinates is absent altogether (no likelihood either)
-    assert df.loc[25, (scorer, "animal1", "neck")].isna().all()
+    assert filtered.loc[25, (scorer, "animal1", "neck")].isna().all()  # smoother left it out
 
     # CSV: DeepLabCut's four header rows, then one row per frame; same table
-    lines = out.csv.read_text().splitlines()
-    assert lines[0].startswith(f"scorer,{scorer},{scorer},")
-    assert lines[1].startswith("individuals,animal1,animal1,animal1,animal1,")
-    assert lines[2].startswith("bodyparts,left_eye,left_eye,left_eye,right_eye,")
-    assert lines[3].startswith("coords,x,y,likelihood,x,y,likelihood,")
-    assert lines[4].startswith("0,") and len(lines) == 4 + N_FRAMES
-    back = pd.read_csv(out.csv, header=[0, 1, 2, 3], index_col=0)
-    assert back.columns.equals(df.columns)
-    assert list(back.index) == list(range(N_FRAMES))
-    np.testing.assert_allclose(back.to_numpy(), df.to_numpy(), rtol=1e-12)
+    for csv, table in ((out.csv, df), (out.filtered_csv, filtered)):
+        lines = csv.read_text().splitlines()
+        assert lines[0].startswith(f"scorer,{scorer},{scorer},")
+        assert lines[1].startswith("individuals,animal1,animal1,animal1,animal1,")
+        assert lines[2].startswith("bodyparts,left_eye,left_eye,left_eye,right_eye,")
+        assert lines[3].startswith("coords,x,y,likelihood,x,y,likelihood,")
+        assert lines[4].startswith("0,") and len(lines) == 4 + N_FRAMES
+        back = pd.read_csv(csv, header=[0, 1, 2, 3], index_col=0)
+        assert back.columns.equals(table.columns)
+        assert list(back.index) == list(range(N_FRAMES))
+        np.testing.assert_allclose(back.to_numpy(), table.to_numpy(), rtol=1e-12)
 
     meta = pickle.loads(out.meta.read_bytes())["data"]
     assert meta["cropping"] is False
@@ -152,7 +187,8 @@ def test_dlc_multi_animal_files_read_back_exactly(tmp_path, info):
     assert meta["nframes"] == N_FRAMES and meta["Scorer"] == scorer
     assert meta["individuals"] == ["animal1", "animal2"]
     assert meta["bodyparts"] == list(AP10K.source_names)
-    assert meta["clamp-track"]["coordinates"] == "smoothed"
+    assert meta["clamp-track"]["coordinates"] == "raw"
+    assert meta["clamp-track"]["filtered"].startswith("smoothed")
     assert meta["clamp-track"]["individuals"] == {1: "animal1", 2: "animal2"}
     # plain Python only: DeepLabCut's environment unpickles it without clamp-track or numpy
     globals_used = [arg for op, arg, _ in pickletools.genops(out.meta.read_bytes())
@@ -161,50 +197,81 @@ def test_dlc_multi_animal_files_read_back_exactly(tmp_path, info):
 
 
 @pytest.mark.filterwarnings("ignore::pandas.errors.PerformanceWarning")
-def test_dlc_raw_coordinates(tmp_path, info):
-    results = make_results()
-    out = write_dlc(results, tmp_path, info, smoothed=False, csv=False)
-    assert out.coordinates == "raw" and out.csv is None
+def test_dlc_individuals_are_compact_and_unsmoothed_results_have_no_filtered_file(
+        tmp_path, info):
+    results = make_results(tracks=((3, range(0, 20)), (9, range(5, 25))))
+    out = write_dlc(results.drop(columns=["x_smooth", "y_smooth", "variance"]), tmp_path, info)
+    assert out.individuals == {3: "animal1", 9: "animal2"}
+    assert out.filtered_h5 is None and out.filtered_csv is None and len(out.paths) == 3
     df = pd.read_hdf(out.h5)
-    row = results[(results.track == 1) & (results.frame == 3) & (results.keypoint == "nose")]
-    assert df.loc[3, (out.scorer, "animal1", "nose", "x")] == row.x.item()
-    assert df.loc[25, (out.scorer, "animal1", "neck")].notna().all()  # raw has it
-    assert pickle.loads(out.meta.read_bytes())["data"]["clamp-track"]["coordinates"] == "raw"
-    # no smoothed values at all: raw, and the metadata says so
-    unsmoothed = results.drop(columns=["x_smooth", "y_smooth", "variance"])
-    _, coordinates, _ = dlc_table(unsmoothed, info)
-    assert coordinates == "raw"
-    _, coordinates, _ = dlc_table(results.assign(x_smooth=np.nan, y_smooth=np.nan), info)
+    row = results[(results.track == 9) & (results.frame == 7) & (results.keypoint == "nose")]
+    assert df.loc[7, (out.scorer, "animal2", "nose", "x")] == row.x.item()
+    # smoothing that gave nothing: the main file only
+    _, coordinates, _ = dlc_table(results.assign(x_smooth=np.nan, y_smooth=np.nan), info,
+                                  smoothed=True)
     assert coordinates == "raw"
 
 
 def test_dlc_single_animal(tmp_path, info):
     results = make_results()
-    out = write_dlc(results, tmp_path, info, single_animal=True, track=2)
+    one = results[results.track == 2]
+    out = write_dlc(one, tmp_path, info)  # one animal: single-animal layout by default
+    assert out.layout == "single" and out.individuals == {}
     assert out.h5.name == f"cows{out.scorer}.h5" and out.csv.name == f"cows{out.scorer}.csv"
-    with pd.HDFStore(out.h5, mode="r") as store:
-        assert store.keys() == ["/df_with_missing"]
+    assert out.filtered_h5.name == f"cows{out.scorer}_filtered.h5"
+    for h5 in (out.h5, out.filtered_h5):
+        with pd.HDFStore(h5, mode="r") as store:
+            assert store.keys() == ["/df_with_missing"]
     df = pd.read_hdf(out.h5)
     assert df.columns.names == ["scorer", "bodyparts", "coords"]
     assert df.shape == (N_FRAMES, K * 3)
+    # DeepLabCut's analyzeskeleton fails on any NaN: only the frames without the animal
+    # (0..9 here) are NaN, every raw prediction is there whatever its confidence
     assert df.loc[0:9].isna().all().all() and df.loc[10:39].notna().all().all()
     back = pd.read_csv(out.csv, header=[0, 1, 2], index_col=0)
     assert back.columns.equals(df.columns)
+    # several animals: single-animal files of one chosen track, or a clear error
+    chosen = write_dlc(results, tmp_path / "two", info, layout="single", track=2)
+    pd.testing.assert_frame_equal(pd.read_hdf(chosen.h5), df)
     with pytest.raises(InputError, match="needs one track"):
-        write_dlc(results, tmp_path / "other", info, single_animal=True)
+        write_dlc(results, tmp_path / "other", info, layout="single")
     with pytest.raises(InputError, match="track 7"):
-        write_dlc(results, tmp_path / "other", info, single_animal=True, track=7)
-    one = results[results.track == 1]
-    assert write_dlc(one, tmp_path / "one", info, single_animal=True).h5.is_file()
+        write_dlc(results, tmp_path / "other", info, layout="single", track=7)
+    with pytest.raises(InputError, match="layout 'double'"):
+        write_dlc(results, tmp_path / "other", info, layout="double")
+    multi = write_dlc(one, tmp_path / "multi", info, layout="multi")
+    assert multi.h5.name.endswith("_el.h5") and multi.individuals == {2: "animal1"}
+
+
+def test_eighty_animals_export_in_a_layout_pandas_reads(tmp_path, info):
+    # PyTables' "table" format keeps the column index in one HDF5 attribute, which no longer
+    # fits with ~55 animals; such files are written in pandas' "fixed" format instead
+    results = make_results(tracks=[(t, range(0, 3)) for t in range(1, 81)])
+    out = write_dlc(results, tmp_path, info)
+    assert out.layout == "multi" and len(out.individuals) == 80
+    for h5 in (out.h5, out.filtered_h5):
+        df = pd.read_hdf(h5)  # no key, as DeepLabCut reads it
+        assert df.shape == (N_FRAMES, 80 * K * 3)
+        assert df.columns.get_level_values("individuals")[-1] == "animal80"
+        with pd.HDFStore(h5, mode="r") as store:
+            assert store.keys() == ["/df_with_missing"]
+            assert store.get_storer("df_with_missing").format_type == "fixed"
+    row = results[(results.track == 80) & (results.frame == 2) & (results.keypoint == "neck")]
+    assert pd.read_hdf(out.h5).loc[2, (out.scorer, "animal80", "neck", "x")] == row.x.item()
+    # few animals stay in DeepLabCut's own "table" format
+    few = dlc_table(make_results(), info)[0]
+    assert hdf_format(few) == "table"
 
 
 def test_zero_animals_give_empty_but_valid_outputs(tmp_path, info):
     empty = pd.DataFrame({c: [] for c in KEYPOINT_COLUMNS})
-    out = write_dlc(empty, tmp_path, info)
+    out = write_dlc(empty, tmp_path, info, layout="multi")
     df = pd.read_hdf(out.h5)
     assert df.shape == (N_FRAMES, K * 3) and df.isna().all().all()
     assert list(df.columns.get_level_values("individuals").unique()) == ["animal1"]
-    assert out.individuals == {}
+    assert out.individuals == {} and pd.read_hdf(out.filtered_h5).isna().all().all()
+    single = write_dlc(empty, tmp_path / "single", info)
+    assert single.layout == "single" and pd.read_hdf(single.h5).isna().all().all()
     csv = write_tidy_csv(empty, tmp_path / "tidy.csv")
     assert csv.read_text().strip() == ",".join(KEYPOINT_COLUMNS)
     assert write_track_plots(empty, tmp_path / "plots", info) == []
@@ -257,10 +324,27 @@ def test_failed_export_leaves_no_partial_files(tmp_path, info, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_exports_follow_the_umask_and_clear_a_killed_exports_leftovers(tmp_path, info):
+    import os
+
+    stale = tmp_path / f".cows.clamp.csv.{2**22 + 12345}.ab12cd.tmp.csv"  # no such process
+    stale.write_text("partial")
+    old = os.umask(0o002)  # a group-shared lab folder
+    try:
+        out = write_dlc(make_results(), tmp_path, info)
+        csv = write_tidy_csv(make_results(), tmp_path / "cows.clamp.csv")
+    finally:
+        os.umask(old)
+    for path in [*out.paths, csv]:
+        assert path.stat().st_mode & 0o777 == 0o664, path.name
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for p in [*out.paths, csv])
+
+
 def test_existing_export_is_replaced_whole(tmp_path, info):
     first = write_dlc(make_results(seed=0), tmp_path, info)
     second = write_dlc(make_results(seed=1), tmp_path, info)
-    assert first.h5 == second.h5 and len(list(tmp_path.iterdir())) == 3
+    assert first.h5 == second.h5 and len(list(tmp_path.iterdir())) == 5
     expected, _, _ = dlc_table(make_results(seed=1), info)
     pd.testing.assert_frame_equal(pd.read_hdf(second.h5), expected, check_freq=False,
                                   check_index_type=False)
