@@ -42,7 +42,7 @@ def main(args: argparse.Namespace) -> int:
         raise InputError(f"unknown export format(s) {sorted(unknown)}; use "
                          f"{', '.join(EXPORT_FORMATS)}")
     net = None if str(args.dlc_net_type).lower() == "none" else args.dlc_net_type
-    with ResultStore.open(args.store, readonly=True) as store:
+    with ResultStore.open(args.store, readonly=not _writable(args.store)) as store:
         if not store.complete:
             raise InputError(f"{args.store}: the run did not finish; finish it with "
                              "`clamp-track run VIDEO --resume` first")
@@ -50,3 +50,17 @@ def main(args: argparse.Namespace) -> int:
                            dlc_layout=args.dlc_layout, untouched=args.untouched):
             print(path)
     return 0
+
+
+def _writable(store: str) -> bool:
+    """Whether the store and its folder are writable.
+
+    Then it is opened read-write, without writing anything: only a connection that can
+    checkpoint the write-ahead log removes its ``-wal``/``-shm`` files on closing, and an
+    export should leave the folder as it found it. A read-only store is still exported.
+    """
+    import os
+    from pathlib import Path
+
+    path = Path(store)
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK)

@@ -305,8 +305,8 @@ def dlc_table(keypoints, info: ExportInfo, *, single_animal: bool = False,
         single_animal: Columns ``scorer / bodyparts / coords`` for one track instead of
             ``scorer / individuals / bodyparts / coords`` for all.
         track: The track of a single-animal table; needed when there is more than one.
-        smoothed: Write ``x_smooth, y_smooth`` (the ``_filtered`` file) instead of the raw
-            ``x, y`` (the main file).
+        smoothed: Write ``x_smooth, y_smooth`` (the ``_filtered`` file; the table must have
+            them) instead of the raw ``x, y`` (the main file).
 
     Returns:
         ``(frame, coordinates, individuals)``: the DataFrame (index 0..n_frames-1, float64),
@@ -321,7 +321,9 @@ def dlc_table(keypoints, info: ExportInfo, *, single_animal: bool = False,
 
     _require_columns(keypoints, ("frame", "track", "keypoint", "x", "y", "confidence"),
                      "keypoint table")
-    xcol, ycol, coordinates = _coordinate_columns(keypoints, smoothed)
+    xcol, ycol, coordinates = ("x_smooth", "y_smooth", "smoothed") if smoothed else (
+        "x", "y", "raw")
+    _require_columns(keypoints, (xcol, ycol), "keypoint table")
     table = _select_track(keypoints, track) if single_animal else keypoints
     names = individual_names(table["track"].unique())
     tracks = list(names)
@@ -361,7 +363,8 @@ def write_dlc(keypoints, out_dir: str | os.PathLike, info: ExportInfo, *,
       user's corrections at their exact positions and a keypoint marked occluded NaN;
     * ``<stem><scorer>[_el]_filtered.h5`` (+ ``.csv``): the smoothed coordinates, where
       DeepLabCut's ``filterpredictions`` would write its own (so it does not smooth twice);
-      left out when nothing was smoothed;
+      NaN where the smoother had no confident point near; left out for a table without
+      smoothed columns;
     * ``<stem><scorer>_meta.pickle``.
 
     Single-animal layout (3 column levels, no ``_el`` suffix) for one animal, multi-animal
@@ -382,12 +385,13 @@ def write_dlc(keypoints, out_dir: str | os.PathLike, info: ExportInfo, *,
     layout = dlc_layout(keypoints, layout)
     single = layout == "single"
     raw, _, individuals = dlc_table(keypoints, info, single_animal=single, track=track)
-    smooth, coordinates, _ = dlc_table(keypoints, info, single_animal=single, track=track,
-                                       smoothed=True)
+    smoothed = {"x_smooth", "y_smooth"} <= set(keypoints.columns)
+    smooth = dlc_table(keypoints, info, single_animal=single, track=track,
+                       smoothed=True)[0] if smoothed else None
     base = Path(out_dir) / f"{info.stem}{info.scorer}"
     name = base.name + ("" if single else DLC_TRACK_SUFFIX)
     h5 = base.with_name(name + ".h5")
-    filtered = base.with_name(name + "_filtered.h5") if coordinates == "smoothed" else None
+    filtered = base.with_name(name + "_filtered.h5") if smoothed else None
     meta = base.with_name(base.name + "_meta.pickle")
     tables = [(h5, raw)] + ([(filtered, smooth)] if filtered else [])
     outputs = [(path.with_suffix(".csv"), table) for path, table in tables] if csv else []

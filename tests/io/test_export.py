@@ -197,7 +197,7 @@ def test_dlc_multi_animal_files_read_back_exactly(tmp_path, info):
 
 
 @pytest.mark.filterwarnings("ignore::pandas.errors.PerformanceWarning")
-def test_dlc_individuals_are_compact_and_unsmoothed_results_have_no_filtered_file(
+def test_dlc_individuals_are_compact_and_unsmoothed_tables_have_no_filtered_file(
         tmp_path, info):
     results = make_results(tracks=((3, range(0, 20)), (9, range(5, 25))))
     out = write_dlc(results.drop(columns=["x_smooth", "y_smooth", "variance"]), tmp_path, info)
@@ -206,10 +206,12 @@ def test_dlc_individuals_are_compact_and_unsmoothed_results_have_no_filtered_fil
     df = pd.read_hdf(out.h5)
     row = results[(results.track == 9) & (results.frame == 7) & (results.keypoint == "nose")]
     assert df.loc[7, (out.scorer, "animal2", "nose", "x")] == row.x.item()
-    # smoothing that gave nothing: the main file only
-    _, coordinates, _ = dlc_table(results.assign(x_smooth=np.nan, y_smooth=np.nan), info,
-                                  smoothed=True)
-    assert coordinates == "raw"
+    # smoothing that gave nothing (no confident point): an all-NaN _filtered file, as the
+    # smoother found
+    nothing = write_dlc(results.assign(x_smooth=np.nan, y_smooth=np.nan), tmp_path / "n", info)
+    assert pd.read_hdf(nothing.filtered_h5).isna().all().all()
+    with pytest.raises(ValueError, match="x_smooth"):
+        dlc_table(results.drop(columns=["x_smooth"]), info, smoothed=True)
 
 
 def test_dlc_single_animal(tmp_path, info):

@@ -275,6 +275,63 @@ def test_exports_cover_the_same_video_frames_with_start_and_end(cows, models, tm
     assert np.all(np.diff(stamps) > 0)
 
 
+def test_export_from_another_folder_records_absolute_paths_and_leaves_no_wal(
+        cows, cows_run, tmp_path, monkeypatch):
+    """``cd / && clamp-track export STORE --format video`` with a store that recorded its
+    video relative (run from the video's folder): every file names the absolute video."""
+    import os
+    import pickle
+
+    import sleap_io as sio
+    from pynwb import NWBHDF5IO
+
+    from clamp_track.cli import main
+
+    summary, _ = cows_run
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    shutil.copy(cows[0], clip / "cows.mp4")
+    store_file = clip / summary.store.name
+    shutil.copy(summary.store, store_file)
+    with ResultStore.open(store_file) as store:
+        store.set_meta(video={**store.meta("video"), "path": "cows.mp4"})
+    monkeypatch.chdir("/")
+    old = os.umask(0o022)
+    try:
+        assert main(["export", str(store_file), "--format", "dlc,sleap,nwb,video",
+                     "-o", str(tmp_path / "out")]) == 0
+    finally:
+        os.umask(old)
+    video = str(clip / "cows.mp4")
+    out = tmp_path / "out"
+    assert (out / "cows.clamp.mp4").is_file()
+    assert sio.load_slp(str(out / "cows.clamp.slp")).video.filename == video
+    with NWBHDF5IO(str(out / "cows.clamp.animal1.nwb"), "r") as io:
+        assert io.read().acquisition["video"].external_file[0] == video
+    meta = pickle.loads(next(out.glob("*_meta.pickle")).read_bytes())
+    assert meta["data"]["clamp-track"]["video"] == video
+    assert sorted(p.name for p in clip.iterdir()) == ["cows.mp4", store_file.name]  # no -wal
+    assert {p.stat().st_mode & 0o777 for p in out.iterdir()} == {0o644}  # lab mates read
+
+
+def test_a_run_that_smoothed_nothing_is_smoothed_after_corrections(cows, models, tmp_path):
+    from clamp_track.pipelines.run import export
+
+    video, boxes = cows
+    strict = SmootherConfig(min_confidence=1.0)  # no prediction of random weights passes
+    summary = run_video(video, _cfg(boxes, end=30, smoother=strict, exports=()), tmp_path,
+                        models=models)
+    with ResultStore.open(summary.store) as store:
+        assert store.tidy()["x_smooth"].isna().all()
+        for frame in range(10, 20):
+            store.set_correction(frame, 1, 0, 100.0 + frame, 200.0)
+        paths = export(store, ("dlc",), tmp_path / "out")
+    filtered = pd.read_hdf(next(p for p in paths if p.name.endswith("_filtered.h5")))
+    nose = filtered.droplevel(0, axis=1).iloc[:, :3]
+    assert nose.iloc[10:20, 0].tolist() == [100.0 + f for f in range(10, 20)]
+    assert nose.iloc[21:].isna().all().all()  # beyond the fixes the smoother has nothing
+
+
 def _dlc_main(folder):
     """The main DeepLabCut .h5 of an export (not ``_filtered``)."""
     found = [p for p in sorted(folder.glob("*DLC_*.h5")) if not p.stem.endswith("_filtered")]
