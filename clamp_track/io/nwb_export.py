@@ -111,6 +111,18 @@ def frame_timestamps(info: ExportInfo, grid, frame_times=None) -> np.ndarray:
     return out
 
 
+def _timing(times: np.ndarray, fps: float) -> dict:
+    """``starting_time`` and ``rate`` for frames at a constant rate, else ``timestamps``.
+
+    NWB's best practice (and nwbinspector) asks for a rate where the timestamps are regular;
+    variable frame rate videos keep their real timestamps.
+    """
+    if fps and len(times) > 1 and np.allclose(np.diff(times), 1.0 / fps, rtol=1e-6,
+                                              atol=1e-9):
+        return {"starting_time": float(times[0]), "rate": float(fps)}
+    return {"timestamps": times}
+
+
 def _animal_file(grid, track: int, name: str, info: ExportInfo, start, times):
     """The NWBFile of one animal: subject, referenced video, skeleton, pose estimation."""
     import ndx_pose
@@ -122,12 +134,15 @@ def _animal_file(grid, track: int, name: str, info: ExportInfo, start, times):
     nwbfile = pynwb.NWBFile(
         session_description=f"poses of {name} in {video_name} (clamp-track)",
         identifier=name, session_start_time=start,
-        subject=pynwb.file.Subject(subject_id=name, description=(
-            f"the animal tracked as {name} (track {track}) in {video_name}")))
+        subject=pynwb.file.Subject(  # age and sex unknown, in the forms NWB/DANDI define
+            subject_id=name, age="P0D/", sex="U", description=(
+                f"the animal tracked as {name} (track {track}) in {video_name}")))
+    timing = _timing(times, info.video.fps)
     video = pynwb.image.ImageSeries(  # the video, referenced (not copied into the file)
         name="video", description="the analysed video", unit="n.a.",
         external_file=[str(info.video.path)], format="external", starting_frame=[0],
-        timestamps=times, dimension=[info.video.width, info.video.height])
+        dimension=[info.video.width, info.video.height], **timing,
+        **({"num_samples": int(info.frames)} if "rate" in timing else {}))
     nwbfile.add_acquisition(video)
     behavior = nwbfile.create_processing_module("behavior", "animal poses from clamp-track")
     skeleton = ndx_pose.Skeleton(name=kset.name, nodes=list(kset.source_names),
@@ -140,9 +155,11 @@ def _animal_file(grid, track: int, name: str, info: ExportInfo, start, times):
     xy[grid.frames[rows]], conf[grid.frames[rows]] = grid.xy[rows], grid.likelihood[rows]
     series = []
     for j, node in enumerate(kset.source_names):
+        if series and "timestamps" in timing:  # one copy of the timestamps, linked
+            timing = {"timestamps": series[0]}
         series.append(ndx_pose.PoseEstimationSeries(
-            name=node, data=xy[:, j], confidence=conf[:, j], reference_frame=REFERENCE_FRAME,
-            unit="pixels", timestamps=series[0] if series else times,
+            name=node, description=f"{node} of {name}: x, y in pixels", data=xy[:, j],
+            confidence=conf[:, j], reference_frame=REFERENCE_FRAME, unit="pixels", **timing,
             confidence_definition="the pose model's keypoint confidence (heatmap peak); 1 for "
             "keypoints the user corrected; NaN where the animal is absent"))
     behavior.add(ndx_pose.PoseEstimation(

@@ -441,3 +441,202 @@ def test_track_plots(tmp_path, info):
     assert len(write_track_plots(raw_only, tmp_path / "raw", info)) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["cows_track1.png", "cows_track2.png", "raw"])
+
+
+# ------------------------------------------------------------------------ client readers
+# Every export format loads in the tools users open it with, with their default arguments:
+# movement (load_poses.from_dlc_file / from_sleap_file / from_nwb_file), sleap-io and pynwb +
+# ndx-pose, all in the dev extra (these run in CI). DeepLabCut's own consumers are checked by
+# hand with ../shared/tools/dlc_client_check.py (DeepLabCut does not install beside this
+# project's torch); see the README.
+
+
+def _movement():
+    """movement's pose loaders (skips the test where movement is not installed)."""
+    pytest.importorskip("movement")
+    from movement.io import load_poses
+
+    return load_poses
+
+
+@pytest.fixture
+def client_info(tmp_path):
+    video = VideoInfo(str(tmp_path / "cows.mp4"), width=640, height=480, fps=24.0,
+                      n_frames=N_FRAMES)
+    return ExportInfo(AP10K, video, model_name="clamp_rn50", date="Dec3",
+                      dlc_net_type="resnet_50")
+
+
+def corrected_results(tracks=((1, range(0, 30)), (2, range(10, 40)))):
+    """Results of two animals; track 2 corrected at frame 20 (nose moved, neck occluded)."""
+    results = make_results(tracks).assign(corrected=False)
+    at = (results.track == 2) & (results.frame == 20)
+    results.loc[at & (results.keypoint == "nose"), ["x", "y", "confidence", "corrected"]] = (
+        111.0, 222.0, 1.0, True)
+    results.loc[at & (results.keypoint == "neck"), ["x", "y", "confidence", "corrected"]] = (
+        np.nan, np.nan, np.nan, True)
+    return results
+
+
+def raw_array(results, track):
+    """(T, K, 2) raw x, y and (T, K) confidence of a track over the video (NaN where absent)."""
+    xy, conf = np.full((N_FRAMES, AP10K.num_keypoints, 2), np.nan), np.full(
+        (N_FRAMES, AP10K.num_keypoints), np.nan)
+    rows = results[results.track == track]
+    k = rows.keypoint.map(AP10K.index).to_numpy()
+    xy[rows.frame, k] = rows[["x", "y"]].to_numpy()
+    conf[rows.frame, k] = np.where(rows[["x", "y"]].isna().any(axis=1), np.nan,
+                                   rows.confidence.fillna(0.0))
+    return xy, conf
+
+
+def movement_xy(ds, individual):
+    """(T, K, 2) positions of one individual of a movement dataset, keypoints in AP10K order."""
+    pos = ds.position.sel(individuals=individual, keypoints=list(AP10K.source_names))
+    return pos.transpose("time", "keypoints", "space").to_numpy()
+
+
+@pytest.mark.parametrize("layout", ["single", "multi"])
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_movement_loads_the_deeplabcut_files_with_default_arguments(tmp_path, client_info, layout):
+    results = corrected_results()
+    if layout == "single":
+        results = results[results.track == 2]
+    out = write_dlc(results, tmp_path, client_info)
+    assert out.layout == layout
+    xy, conf = raw_array(results, 2)
+    for path in (out.h5, out.csv, out.filtered_h5, out.filtered_csv):
+        ds = _movement().from_dlc_file(path)  # key df_with_missing, as movement reads it
+        assert ds.sizes["time"] == N_FRAMES and ds.sizes["keypoints"] == AP10K.num_keypoints
+        individual = "individual_0" if layout == "single" else "animal2"
+        assert individual in ds.individuals.values
+        if path in (out.h5, out.csv):  # the main files: raw predictions with the correction
+            np.testing.assert_allclose(movement_xy(ds, individual), xy, rtol=1e-9)
+            got = ds.confidence.sel(individuals=individual,
+                                    keypoints=list(AP10K.source_names)).to_numpy()
+            np.testing.assert_allclose(got, conf, rtol=1e-9)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_movement_loads_a_deeplabcut_file_of_eighty_animals(tmp_path, client_info):
+    results = make_results(tracks=[(t, range(0, 2)) for t in range(1, 81)])
+    ds = _movement().from_dlc_file(write_dlc(results, tmp_path, client_info, csv=False).h5)
+    assert ds.sizes["individuals"] == 80 and str(ds.individuals.values[-1]) == "animal80"
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_sleap_analysis_file_keeps_every_keypoint_of_a_corrected_frame(tmp_path, client_info):
+    import sleap_io as sio
+
+    from clamp_track.io.sleap_export import write_sleap
+
+    results = corrected_results()
+    slp, analysis = write_sleap(results, tmp_path, client_info)
+    ds = _movement().from_sleap_file(analysis)
+    assert list(ds.individuals.values) == ["animal1", "animal2"]
+    assert ds.sizes["time"] == N_FRAMES  # every video frame, as the DeepLabCut table
+    xy, conf = raw_array(results, 2)
+    got = movement_xy(ds, "animal2")
+    np.testing.assert_allclose(got, xy, rtol=1e-6)
+    assert got[20, AP10K.index("nose")].tolist() == [111.0, 222.0]
+    assert np.isfinite(got[20]).all(axis=1).sum() == AP10K.num_keypoints - 1  # only the
+    assert np.isnan(got[20, AP10K.index("neck")]).all()                      # occluded one
+    scores = ds.confidence.sel(individuals="animal2", keypoints=list(AP10K.source_names))
+    np.testing.assert_allclose(scores.to_numpy()[20], conf[20], rtol=1e-6)
+    # the .slp: movement and sleap-io load it; the user instance (for training) holds the
+    # corrected points only (--untouched ignore), beside the full prediction
+    assert _movement().from_sleap_file(slp).sizes["individuals"] == 2
+    labels = sio.load_slp(str(slp))
+    frame = labels.find(labels.video, 20)[0]
+    user = [i for i in frame.instances if not isinstance(i, sio.PredictedInstance)]
+    assert len(user) == 1 and user[0].track.name == "animal2"
+    assert np.isfinite(user[0].numpy()).all(axis=1).sum() == 1
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_sleap_user_instances_follow_untouched(tmp_path, client_info):
+    import sleap_io as sio
+
+    from clamp_track.io.sleap_export import write_sleap
+
+    results = corrected_results()
+    points = {(20, 2): np.full((AP10K.num_keypoints, 2), 5.0)}  # e.g. --untouched all
+    slp, _ = write_sleap(results, tmp_path, client_info, user_points=points)
+    labels = sio.load_slp(str(slp))
+    user = [i for i in labels.find(labels.video, 20)[0].instances
+            if not isinstance(i, sio.PredictedInstance)]
+    assert len(user) == 1 and (user[0].numpy() == 5.0).all()
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")  # xarray's merge
+def test_movement_loads_and_merges_the_nwb_files_of_several_animals(tmp_path, client_info):
+    import xarray as xr
+
+    from clamp_track.io.nwb_export import write_nwb
+
+    results = corrected_results()
+    paths = write_nwb(results, tmp_path, client_info, created="2026-12-03 10:00:00")
+    assert [p.name for p in paths] == ["cows.clamp.animal1.nwb", "cows.clamp.animal2.nwb"]
+    singles = [_movement().from_nwb_file(p) for p in paths]  # default arguments
+    merged = xr.merge(singles)  # as movement's documentation merges them
+    assert list(merged.individuals.values) == ["animal1", "animal2"]
+    assert merged.sizes["time"] == N_FRAMES
+    for track, name in ((1, "animal1"), (2, "animal2")):
+        xy, _ = raw_array(results, track)
+        np.testing.assert_allclose(movement_xy(merged, name), xy, rtol=1e-6)
+
+
+def test_nwb_keeps_variable_frame_times_and_the_video_recording_time(tmp_path, client_info):
+    import datetime
+
+    from pynwb import NWBHDF5IO
+
+    from clamp_track.io.nwb_export import write_nwb
+
+    results = make_results(tracks=((4, range(5, 15)),))
+    results["time_s"] = results.frame * 0.04 + (results.frame >= 10) * 0.5  # a 0.5 s hiccup
+    frame_times = (np.arange(3, 20), np.arange(3, 20) * 0.04 + (np.arange(3, 20) >= 10) * 0.5)
+    [path] = write_nwb(results, tmp_path, client_info, created="2026-12-03 10:00:00",
+                       frame_times=frame_times)
+    with NWBHDF5IO(str(path), "r") as io:
+        nwb = io.read()
+        series = next(iter(nwb.processing["behavior"]["PoseEstimation"]
+                           .pose_estimation_series.values()))
+        stamps = series.get_timestamps()[:]
+        start = nwb.session_start_time
+    assert len(stamps) == N_FRAMES and np.all(np.diff(stamps) > 0)
+    np.testing.assert_allclose(stamps[3:20], frame_times[1])  # the real times
+    np.testing.assert_allclose(stamps[:3], 0.12 - np.arange(3, 0, -1) / 24.0)  # at the fps
+    assert start.replace(tzinfo=None) == datetime.datetime(2026, 12, 3, 10, 0, 0)
+
+
+def test_nwb_session_starts_when_the_video_was_recorded(tmp_path, client_info):
+    import datetime
+
+    import av
+
+    from clamp_track.io.nwb_export import session_start
+
+    path = tmp_path / "cows.mp4"
+    with av.open(str(path), "w", options={"movflags": "use_metadata_tags"}) as out:
+        out.metadata["creation_time"] = "2024-05-06T07:08:09.000000Z"
+        stream = out.add_stream("mpeg4", rate=24)
+        stream.width, stream.height = 32, 32
+        for _ in range(3):
+            frame = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    assert session_start(client_info, "2026-12-03 10:00:00") == datetime.datetime(
+        2024, 5, 6, 7, 8, 9, tzinfo=datetime.timezone.utc)
+    path.unlink()  # no video: the run's time
+    assert session_start(client_info, "2026-12-03 10:00:00").replace(tzinfo=None) == \
+        datetime.datetime(2026, 12, 3, 10, 0, 0)
+
+
+def test_pandas_reads_every_deeplabcut_file_without_a_key(tmp_path, client_info):
+    # DeepLabCut's read_hdf(path) works only for files with exactly one key
+    out = write_dlc(corrected_results(), tmp_path, client_info)
+    for h5 in (out.h5, out.filtered_h5):
+        assert isinstance(pd.read_hdf(h5), pd.DataFrame)

@@ -241,7 +241,7 @@ def test_nwb_file_per_animal_with_real_timestamps_agrees_with_dlc(cows_run, tmp_
         video = Path(pose.source_video.external_file[0])
         assert video.is_absolute() and video.is_file() and video.name == "cows.mp4"
         nose = pose.pose_estimation_series[names[0]]
-        np.testing.assert_allclose(nose.timestamps[:], times)  # seconds, not frame numbers
+        np.testing.assert_allclose(nose.get_timestamps()[:], times)  # seconds, not frame numbers
         np.testing.assert_allclose(nose.data[50], [123.5, 234.5])  # the correction
         assert nose.confidence[50] == 1.0 and nose.unit == "pixels"
         assert np.isnan(pose.pose_estimation_series[names[3]].data[50]).all()  # occluded
@@ -266,7 +266,7 @@ def test_exports_cover_the_same_video_frames_with_start_and_end(cows, models, tm
     with NWBHDF5IO(str(_one(tmp_path, "*.nwb")), "r") as io:
         series = next(iter(io.read().processing["behavior"]["PoseEstimation"]
                            .pose_estimation_series.values()))
-        data, stamps = series.data[:], series.timestamps[:]
+        data, stamps = series.data[:], series.get_timestamps()[:]
     assert len(df) == len(occupancy) == len(data) == len(stamps) == 104
     present = np.flatnonzero(df.notna().any(axis=1))
     assert present.min() >= 20 and present.max() < 60
