@@ -22,17 +22,22 @@ DeepLabCut layout (see the project's ``dlc-compat`` notes; facts from DeepLabCut
   the scorer *they* derive from a project, which DeepLabCut 3.0.2 only builds from its own net
   types: to be found by them without renaming, export with
   ``ExportInfo(dlc_net_type="resnet_50")`` (``DLC_Resnet50_...``) — see :class:`ExportInfo`;
-* multi-animal (default): ``<video stem><scorer>_el.h5`` with HDF5 key ``tracks``, columns
-  ``scorer / individuals / bodyparts / coords``; track id ``t`` is individual ``animal<t>``
-  (final ids 1..M from the tracker give ``animal1``...); single-animal:
-  ``<video stem><scorer>.h5``, key ``df_with_missing``, columns ``scorer / bodyparts /
-  coords``;
+* single-animal when the results hold one animal (``layout="auto"``; what anipose and
+  Lightning Pose read): ``<video stem><scorer>.h5``, columns ``scorer / bodyparts / coords``;
+  multi-animal otherwise: ``<video stem><scorer>_el.h5``, columns ``scorer / individuals /
+  bodyparts / coords``, individuals ``animal1..N`` in track order (:func:`individual_names`);
+  every file has the one HDF5 key ``df_with_missing`` (DeepLabCut reads without a key,
+  movement and anipose with this one), ``format="table"`` as DeepLabCut writes it, or
+  ``"fixed"`` for tables too wide for it (:func:`hdf_format`);
+* the main file holds the raw predictions (corrections in place), never NaN for low
+  confidence; ``<...>_filtered.h5`` the smoothed coordinates, as DeepLabCut's
+  ``filterpredictions`` names them; the tidy CSV has both;
 * bodyparts are ``KeypointSet.source_names`` (the dataset spelling DeepLabCut users know, e.g.
   ``left_eye``), coords ``x, y, likelihood`` in that order, one row per video frame 0..n-1
-  with NaN where an animal is absent; the ``.csv`` twin is the same table's ``to_csv``;
+  with NaN where an animal is absent; the ``.csv`` twins are the same tables' ``to_csv``;
 * ``<video stem><scorer>_meta.pickle`` with DeepLabCut's ``{"data": {...}}`` keys, plain Python
-  values only, plus ``"clamp-track"``: which coordinates were written (smoothed or raw), the
-  track-to-individual mapping, keypoint names and the model.
+  values only, plus ``"clamp-track"``: the coordinates of each file, the track-to-individual
+  mapping, keypoint names, the model and the video's absolute path.
 """
 
 from __future__ import annotations
