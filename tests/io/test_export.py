@@ -453,7 +453,8 @@ def test_track_plots(tmp_path, info):
 
 def _movement():
     """movement's pose loaders (skips the test where movement is not installed)."""
-    pytest.importorskip("movement")
+    pytest.importorskip("movement", reason="movement is not installed here; it comes with "
+                        "the dev extra (pip install -e '.[dev]') and runs in CI")
     from movement.io import load_poses
 
     return load_poses

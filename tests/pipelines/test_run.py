@@ -224,6 +224,42 @@ def test_sleap_files_open_in_sleap_io_and_agree_with_the_dlc_export(cows_run, tm
                                dlc[names[2]].loc[10, ["x", "y"]], rtol=1e-6)
 
 
+@pytest.mark.parametrize("untouched", ["ignore", "all"])
+def test_slp_user_instances_follow_untouched_as_labels_export_does(cows_run, tmp_path,
+                                                                   untouched):
+    """``export --untouched`` gives the .slp the user instances ``labels export`` writes."""
+    import json
+
+    import sleap_io as sio
+
+    from clamp_track.cli import main
+
+    summary, _ = cows_run
+    store_file = tmp_path / summary.store.name
+    shutil.copy(summary.store, store_file)
+    with ResultStore.open(store_file) as store:
+        store.set_correction(50, 1, 0, 123.5, 234.5)
+        store.set_correction(50, 1, 3, None, None, visible=False)
+        k = store.keypoints.num_keypoints
+    assert main(["export", str(store_file), "--format", "sleap", "--untouched", untouched,
+                 "-o", str(tmp_path / "out")]) == 0
+    assert main(["labels", "export", str(store_file), "--format", "coco", "--untouched",
+                 untouched, "-o", str(tmp_path / "coco")]) == 0
+    [annotation] = json.loads((tmp_path / "coco" / "annotations.json").read_text())[
+        "annotations"]
+    coco = np.array(annotation["keypoints"], np.float64).reshape(k, 3)
+    labels = sio.load_slp(str(tmp_path / "out" / "cows.clamp.slp"))
+    [user] = [i for i in labels.find(labels.video, 50)[0].instances
+              if not isinstance(i, sio.PredictedInstance)]
+    xy = user.numpy()
+    labelled = coco[:, 2] == 2
+    np.testing.assert_allclose(xy[labelled], coco[labelled, :2], rtol=1e-6)
+    assert np.isnan(xy[~labelled]).all()
+    assert xy[0].tolist() == [123.5, 234.5] and np.isnan(xy[3]).all()  # the fix, occluded
+    assert labelled.sum() == (1 if untouched == "ignore" else k - 1)
+    assert len(labels.user_labeled_frames) == 1
+
+
 def test_nwb_file_per_animal_with_real_timestamps_agrees_with_dlc(cows_run, tmp_path):
     from pynwb import NWBHDF5IO
 
