@@ -571,14 +571,15 @@ def test_sleap_user_instances_follow_untouched(tmp_path, client_info):
 
 @pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")  # xarray's merge
 def test_movement_loads_and_merges_the_nwb_files_of_several_animals(tmp_path, client_info):
-    import xarray as xr
-
     from clamp_track.io.nwb_export import write_nwb
+
+    load_poses = _movement()
+    import xarray as xr  # a dependency of movement
 
     results = corrected_results()
     paths = write_nwb(results, tmp_path, client_info, created="2026-12-03 10:00:00")
     assert [p.name for p in paths] == ["cows.clamp.animal1.nwb", "cows.clamp.animal2.nwb"]
-    singles = [_movement().from_nwb_file(p) for p in paths]  # default arguments
+    singles = [load_poses.from_nwb_file(p) for p in paths]  # default arguments
     merged = xr.merge(singles)  # as movement's documentation merges them
     assert list(merged.individuals.values) == ["animal1", "animal2"]
     assert merged.sizes["time"] == N_FRAMES
