@@ -616,8 +616,9 @@ def test_nwb_session_starts_when_the_video_was_recorded(tmp_path, client_info):
     import datetime
 
     import av
+    from pynwb import NWBHDF5IO
 
-    from clamp_track.io.nwb_export import session_start
+    from clamp_track.io.nwb_export import session_start, write_nwb
 
     path = tmp_path / "cows.mp4"
     with av.open(str(path), "w", options={"movflags": "use_metadata_tags"}) as out:
@@ -632,6 +633,11 @@ def test_nwb_session_starts_when_the_video_was_recorded(tmp_path, client_info):
             out.mux(packet)
     assert session_start(client_info, "2026-12-03 10:00:00") == datetime.datetime(
         2024, 5, 6, 7, 8, 9, tzinfo=datetime.timezone.utc)
+    [nwb_file] = write_nwb(make_results(tracks=((1, range(0, 3)),)), tmp_path, client_info,
+                           created="2026-12-03 10:00:00")
+    with NWBHDF5IO(str(nwb_file), "r") as io:  # what NWB readers see
+        assert io.read().session_start_time == datetime.datetime(
+            2024, 5, 6, 7, 8, 9, tzinfo=datetime.timezone.utc)
     path.unlink()  # no video: the run's time
     assert session_start(client_info, "2026-12-03 10:00:00").replace(tzinfo=None) == \
         datetime.datetime(2026, 12, 3, 10, 0, 0)
