@@ -648,3 +648,27 @@ def test_pandas_reads_every_deeplabcut_file_without_a_key(tmp_path, client_info)
     out = write_dlc(corrected_results(), tmp_path, client_info)
     for h5 in (out.h5, out.filtered_h5):
         assert isinstance(pd.read_hdf(h5), pd.DataFrame)
+
+
+def test_single_animal_files_read_as_anipose_and_lightning_pose_read_them(tmp_path, client_info):
+    # anipose 1.x (filter_pose.py, triangulate.py): pd.read_hdf without a key, the scorer
+    # from columns.levels[0][0], then the values reshaped to (frames, bodyparts, 1, 3), which
+    # assumes bodypart-major x, y, likelihood columns. Lightning Pose reads the CSV with three
+    # header rows.
+    results = corrected_results()
+    results = results[results.track == 2]
+    out = write_dlc(results, tmp_path, client_info)
+    xy, conf = raw_array(results, 2)
+    csv = pd.read_csv(out.csv, header=[0, 1, 2], index_col=0)
+    # pandas takes an empty first data row (the animal absent in frame 0; here frames 0..9)
+    # for index names and drops it, as with DeepLabCut's own CSVs (the twin is byte for byte
+    # DeepLabCut's h5 -> csv conversion); the other rows keep their frame numbers
+    assert csv.index[0] == 1 and list(csv.index) == list(range(1, N_FRAMES))
+    for table in (pd.read_hdf(out.h5), csv.reindex(range(N_FRAMES))):
+        scorer = table.columns.levels[0][0]
+        data = table.loc[:, scorer]
+        joints = list(data.columns.get_level_values("bodyparts").unique())
+        assert joints == list(AP10K.source_names)
+        cube = np.array(data).reshape(len(data), len(joints), 1, 3)
+        np.testing.assert_allclose(cube[:, :, 0, :2], xy, rtol=1e-9)
+        np.testing.assert_allclose(cube[:, :, 0, 2], conf, rtol=1e-9)
