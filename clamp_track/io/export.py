@@ -151,15 +151,16 @@ def dlc_date(day: datetime.date | None = None) -> str:
 def video_abspath(store) -> Path:
     """The absolute path of a result store's video, as every export records it.
 
-    A path the store recorded relative is taken from the current folder if the video is
-    there, else from the store's folder (stores are written beside their video by default).
+    Runs record the absolute path. A recorded path that is missing while a video of that
+    name is in the store's folder (the two moved together; stores are written beside their
+    video by default) gives that one; a relative path (older stores) is taken from the
+    current folder if the video is there.
     """
     recorded = Path(store.video_info.path)
-    if recorded.is_absolute():
-        return recorded
-    if recorded.exists():
+    beside = (Path(store.path).parent / recorded.name).absolute()
+    if recorded.exists() or not beside.exists():
         return recorded.absolute()
-    return (Path(store.path).parent / recorded.name).absolute()
+    return beside
 
 
 # ------------------------------------------------------------------------- atomic output

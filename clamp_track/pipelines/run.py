@@ -326,7 +326,7 @@ def _open_store(path: Path, video: Path, info, cfg: RunConfig, models: Models, r
                                  "or --overwrite to replace it")
     meta = {
         "config": resolved,
-        "video": dict(info.__dict__),
+        "video": {**info.__dict__, "path": str(video.absolute())},  # from any folder
         "keypoints": models.pose.model.keypoints.to_dict(),
         "model": {"variant": cfg.pose_model, "weights": cfg.pose_weights,
                   "input_size": list(models.pose.model.config.input_size)},

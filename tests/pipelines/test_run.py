@@ -350,6 +350,16 @@ def test_export_from_another_folder_records_absolute_paths_and_leaves_no_wal(
     assert {p.stat().st_mode & 0o777 for p in out.iterdir()} == {0o644}  # lab mates read
 
 
+def test_a_run_from_the_videos_folder_records_its_absolute_path(cows, models, tmp_path,
+                                                                monkeypatch):
+    video, boxes = cows
+    monkeypatch.chdir(video.parent)
+    summary = run_video(Path(video.name), _cfg(boxes, end=8, exports=()), tmp_path,
+                        models=models)
+    with ResultStore.open(summary.store, readonly=True) as store:
+        assert store.video_info.path == str(video) and Path(store.video_info.path).is_absolute()
+
+
 def test_a_run_that_smoothed_nothing_is_smoothed_after_corrections(cows, models, tmp_path):
     from clamp_track.pipelines.run import export
 
