@@ -8,6 +8,7 @@ file is an error naming the key and the file instead of a silently ignored setti
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import secrets
@@ -168,6 +169,20 @@ def merge(base: dict, override: dict) -> dict:
         else:
             out[key] = value
     return out
+
+
+def current_umask() -> int:
+    """The process's file-creation mask (e.g. ``0o022``), read without changing it.
+
+    Linux reports it in ``/proc/self/status``; elsewhere it is read by setting and restoring it.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def temp_beside(path: str | os.PathLike, suffix: str = ".tmp") -> Path:

@@ -22,17 +22,22 @@ DeepLabCut layout (see the project's ``dlc-compat`` notes; facts from DeepLabCut
   the scorer *they* derive from a project, which DeepLabCut 3.0.2 only builds from its own net
   types: to be found by them without renaming, export with
   ``ExportInfo(dlc_net_type="resnet_50")`` (``DLC_Resnet50_...``) — see :class:`ExportInfo`;
-* multi-animal (default): ``<video stem><scorer>_el.h5`` with HDF5 key ``tracks``, columns
-  ``scorer / individuals / bodyparts / coords``; track id ``t`` is individual ``animal<t>``
-  (final ids 1..M from the tracker give ``animal1``...); single-animal:
-  ``<video stem><scorer>.h5``, key ``df_with_missing``, columns ``scorer / bodyparts /
-  coords``;
+* single-animal when the results hold one animal (``layout="auto"``; what anipose and
+  Lightning Pose read): ``<video stem><scorer>.h5``, columns ``scorer / bodyparts / coords``;
+  multi-animal otherwise: ``<video stem><scorer>_el.h5``, columns ``scorer / individuals /
+  bodyparts / coords``, individuals ``animal1..N`` in track order (:func:`individual_names`);
+  every file has the one HDF5 key ``df_with_missing`` (DeepLabCut reads without a key,
+  movement and anipose with this one), ``format="table"`` as DeepLabCut writes it, or
+  ``"fixed"`` for tables too wide for it (:func:`hdf_format`);
+* the main file holds the raw predictions (corrections in place), never NaN for low
+  confidence; ``<...>_filtered.h5`` the smoothed coordinates, as DeepLabCut's
+  ``filterpredictions`` names them; the tidy CSV has both;
 * bodyparts are ``KeypointSet.source_names`` (the dataset spelling DeepLabCut users know, e.g.
   ``left_eye``), coords ``x, y, likelihood`` in that order, one row per video frame 0..n-1
-  with NaN where an animal is absent; the ``.csv`` twin is the same table's ``to_csv``;
+  with NaN where an animal is absent; the ``.csv`` twins are the same tables' ``to_csv``;
 * ``<video stem><scorer>_meta.pickle`` with DeepLabCut's ``{"data": {...}}`` keys, plain Python
-  values only, plus ``"clamp-track"``: which coordinates were written (smoothed or raw), the
-  track-to-individual mapping, keypoint names and the model.
+  values only, plus ``"clamp-track"``: the coordinates of each file, the track-to-individual
+  mapping, keypoint names, the model and the video's absolute path.
 """
 
 from __future__ import annotations
@@ -117,7 +122,7 @@ def dlc_scorer(model_name: str, *, date: str | None = None, task: str = DLC_TASK
         model_name: e.g. ``"clamp_rn50"`` -> NetName ``ClampRn50`` (parts split on ``_``/``-``,
             capitalised and joined, as DeepLabCut does with its ``net_type``).
         date: ``<Mon><day>`` (``"Nov25"``, day not zero-padded, as DeepLabCut projects write
-            it); defaults to today.
+            it; a padded ``"Dec03"`` is written ``"Dec3"``); defaults to today.
         task: Task name.
         shuffle: Shuffle number.
         snapshot: Snapshot id (an epoch number or ``"best-<epoch>"``).
@@ -129,10 +134,33 @@ def dlc_scorer(model_name: str, *, date: str | None = None, task: str = DLC_TASK
     net = "".join(p.capitalize() for p in parts) or "Clamp"
     if not net[0].isalpha():
         net = "Clamp" + net
-    if date is None:
-        today = datetime.date.today()
-        date = f"{today.strftime('%b')}{today.day}"
+    date = dlc_date() if date is None else re.sub(r"^([A-Za-z]+)0(\d)$", r"\1\2", date)
     return f"DLC_{net}_{task}{date}shuffle{shuffle}_snapshot_{snapshot}"
+
+
+def dlc_date(day: datetime.date | None = None) -> str:
+    """A date as DeepLabCut writes it in project and scorer names: ``Dec3`` (day not padded).
+
+    Args:
+        day: The date; defaults to today.
+    """
+    day = day or datetime.date.today()
+    return f"{day.strftime('%b')}{day.day}"
+
+
+def video_abspath(store) -> Path:
+    """The absolute path of a result store's video, as every export records it.
+
+    Runs record the absolute path. A recorded path that is missing while a video of that
+    name is in the store's folder (the two moved together; stores are written beside their
+    video by default) gives that one; a relative path (older stores) is taken from the
+    current folder if the video is there.
+    """
+    recorded = Path(store.video_info.path)
+    beside = (Path(store.path).parent / recorded.name).absolute()
+    if recorded.exists() or not beside.exists():
+        return recorded.absolute()
+    return beside
 
 
 # ------------------------------------------------------------------------- atomic output
@@ -207,35 +235,73 @@ def write_tidy_csv(keypoints, path: str | os.PathLike, keypoint_set: KeypointSet
 # ------------------------------------------------------------------------- DeepLabCut
 
 
+#: Values of ``--dlc-layout``: one animal -> single-animal files, else multi-animal.
+DLC_LAYOUTS = ("auto", "single", "multi")
+#: HDF5 key of every DeepLabCut file written: DeepLabCut reads without a key (one key per
+#: file), movement's ``from_dlc_file`` and anipose read ``df_with_missing``.
+DLC_HDF_KEY = "df_with_missing"
+#: Largest pickled column index written in pandas' "table" format: PyTables keeps it in one
+#: HDF5 attribute, which must fit a 64 KiB object header (about 50 animals of 17 keypoints).
+_MAX_TABLE_COLUMNS_BYTES = 40_000
+
+
 @dataclass(frozen=True)
 class DlcExport:
     """Files written by :func:`write_dlc`.
 
     Attributes:
-        h5: The ``.h5`` (pandas/PyTables, one key).
-        csv: The ``.csv`` twin, or None.
+        h5: The main ``.h5``: raw predictions (pandas/PyTables, key ``df_with_missing``).
+        csv: Its ``.csv`` twin, or None.
+        filtered_h5: ``<...>_filtered.h5``: the smoothed coordinates, or None (nothing smoothed).
+        filtered_csv: Its ``.csv`` twin, or None.
         meta: The ``_meta.pickle``.
         scorer: The scorer in the columns and the file names.
-        coordinates: ``"smoothed"`` or ``"raw"``: which x/y were written.
+        layout: ``"single"`` or ``"multi"``.
         individuals: Track id -> DeepLabCut individual name (empty for single-animal).
     """
 
     h5: Path
     csv: Path | None
+    filtered_h5: Path | None
+    filtered_csv: Path | None
     meta: Path
     scorer: str
-    coordinates: str
+    layout: str
     individuals: dict[int, str]
 
+    @property
+    def paths(self) -> list[Path]:
+        """The written files."""
+        return [p for p in (self.h5, self.csv, self.filtered_h5, self.filtered_csv, self.meta)
+                if p is not None]
 
-def individual_name(track: int) -> str:
-    """DeepLabCut individual of a track id: 1 -> ``animal1``."""
-    return f"animal{int(track)}"
+
+def individual_names(tracks: Iterable[int]) -> dict[int, str]:
+    """The exported name of each track: ``animal1..animalN`` in track-id order.
+
+    The one naming rule of every export that names individuals (DeepLabCut ``individuals``,
+    SLEAP tracks, NWB subjects, video labels); the tidy CSV keeps the track ids themselves.
+    Track ids left with gaps (deleted or merged tracks) still give compact names.
+    """
+    return {t: f"animal{i + 1}" for i, t in enumerate(sorted({int(t) for t in tracks}))}
+
+
+def dlc_layout(keypoints, layout: str = "auto") -> str:
+    """``"single"`` or ``"multi"``: the DeepLabCut layout ``layout`` asks for.
+
+    ``"auto"`` is single-animal when the results hold at most one track (what DeepLabCut
+    writes for a single-animal project, and what anipose and Lightning Pose read).
+    """
+    if layout not in DLC_LAYOUTS:
+        raise InputError(f"unknown DeepLabCut layout {layout!r}; use {', '.join(DLC_LAYOUTS)}")
+    if layout != "auto":
+        return layout
+    return "single" if keypoints["track"].nunique() <= 1 else "multi"
 
 
 def dlc_table(keypoints, info: ExportInfo, *, single_animal: bool = False,
-              track: int | None = None, smoothed: bool = True):
-    """The DeepLabCut DataFrame of the results (what :func:`write_dlc` writes).
+              track: int | None = None, smoothed: bool = False):
+    """A DeepLabCut DataFrame of the results (what :func:`write_dlc` writes).
 
     Args:
         keypoints: The tidy keypoint table.
@@ -243,22 +309,28 @@ def dlc_table(keypoints, info: ExportInfo, *, single_animal: bool = False,
         single_animal: Columns ``scorer / bodyparts / coords`` for one track instead of
             ``scorer / individuals / bodyparts / coords`` for all.
         track: The track of a single-animal table; needed when there is more than one.
-        smoothed: Write ``x_smooth, y_smooth`` (when the table has any) instead of ``x, y``.
+        smoothed: Write ``x_smooth, y_smooth`` (the ``_filtered`` file; the table must have
+            them) instead of the raw ``x, y`` (the main file).
 
     Returns:
         ``(frame, coordinates, individuals)``: the DataFrame (index 0..n_frames-1, float64),
-        ``"smoothed"`` or ``"raw"``, and the track -> individual mapping. Likelihood is the
-        keypoint confidence, 0 for a point the smoother filled in (no confidence) and NaN where
-        the written x/y are NaN. A multi-animal table with no tracks has one all-NaN individual
-        ``animal1``, so DeepLabCut still opens it.
+        ``"smoothed"`` or ``"raw"``, and the track -> individual mapping
+        (:func:`individual_names`). Likelihood is the keypoint confidence, 0 for a point the
+        smoother filled in (no confidence) and NaN where the written x/y are NaN. Raw
+        coordinates are every prediction (corrections in place, a keypoint marked occluded
+        NaN): rows of a frame the animal is in have no NaN otherwise. A multi-animal table
+        with no tracks has one all-NaN individual ``animal1``, so DeepLabCut still opens it.
     """
     import pandas as pd
 
     _require_columns(keypoints, ("frame", "track", "keypoint", "x", "y", "confidence"),
                      "keypoint table")
-    xcol, ycol, coordinates = _coordinate_columns(keypoints, smoothed)
+    xcol, ycol, coordinates = ("x_smooth", "y_smooth", "smoothed") if smoothed else (
+        "x", "y", "raw")
+    _require_columns(keypoints, (xcol, ycol), "keypoint table")
     table = _select_track(keypoints, track) if single_animal else keypoints
-    tracks = sorted(int(t) for t in table["track"].unique())
+    names = individual_names(table["track"].unique())
+    tracks = list(names)
     slots = tracks or [1]
     kset, n_frames = info.keypoint_set, info.frames
     values = np.full((n_frames, len(slots), kset.num_keypoints, 3), np.nan)
@@ -276,56 +348,86 @@ def dlc_table(keypoints, info: ExportInfo, *, single_animal: bool = False,
         absent = np.isnan(xy).any(1)
         likelihood = np.where(absent, np.nan, np.where(np.isnan(likelihood), 0.0, likelihood))
         values[frames, slot, kp] = np.column_stack([xy, likelihood])
-    names = ["scorer", "individuals", "bodyparts", "coords"]
-    levels = [[info.scorer], [individual_name(t) for t in slots], list(kset.source_names),
-              ["x", "y", "likelihood"]]
+    level_names = ["scorer", "individuals", "bodyparts", "coords"]
+    levels = [[info.scorer], [names.get(t, "animal1") for t in slots],
+              list(kset.source_names), ["x", "y", "likelihood"]]
     if single_animal:
-        del names[1], levels[1]
-    columns = pd.MultiIndex.from_product(levels, names=names)
+        del level_names[1], levels[1]
+    columns = pd.MultiIndex.from_product(levels, names=level_names)
     frame = pd.DataFrame(values.reshape(n_frames, -1), columns=columns, index=range(n_frames))
-    individuals = {} if single_animal else {t: individual_name(t) for t in tracks}
-    return frame, coordinates, individuals
+    return frame, coordinates, ({} if single_animal else names)
 
 
 def write_dlc(keypoints, out_dir: str | os.PathLike, info: ExportInfo, *,
-              single_animal: bool = False, track: int | None = None, smoothed: bool = True,
-              csv: bool = True) -> DlcExport:
-    """Write DeepLabCut-compatible ``.h5`` (+ ``.csv``) and ``_meta.pickle`` files.
+              layout: str = "auto", track: int | None = None, csv: bool = True) -> DlcExport:
+    """Write DeepLabCut's files of an analysed video, as DeepLabCut itself lays them out.
+
+    * ``<stem><scorer>[_el].h5`` (+ ``.csv``): every **raw** prediction with its likelihood,
+      never NaN-ed for low confidence (DeepLabCut's consumers apply their ``pcutoff``), the
+      user's corrections at their exact positions and a keypoint marked occluded NaN;
+    * ``<stem><scorer>[_el]_filtered.h5`` (+ ``.csv``): the smoothed coordinates, where
+      DeepLabCut's ``filterpredictions`` would write its own (so it does not smooth twice);
+      NaN where the smoother had no confident point near; left out for a table without
+      smoothed columns;
+    * ``<stem><scorer>_meta.pickle``.
+
+    Single-animal layout (3 column levels, no ``_el`` suffix) for one animal, multi-animal
+    (``individuals`` level, ``_el``) otherwise; see :func:`dlc_layout`. Every file has the
+    one key ``df_with_missing``.
 
     Args:
         keypoints: The tidy keypoint table.
         out_dir: Folder for the files (DeepLabCut looks beside the video or where it is told).
         info: Keypoint set, video, model name.
-        single_animal: Write DeepLabCut's single-animal layout for one track (see
-            :func:`dlc_table`); otherwise the multi-animal tracked layout (``_el``).
-        track: The track of a single-animal export.
-        smoothed: Smoothed coordinates where the table has them (the default), else raw.
-        csv: Also write the ``.csv`` twin.
+        layout: ``"auto"``, ``"single"`` or ``"multi"`` (:data:`DLC_LAYOUTS`).
+        track: The track of a single-animal export of results with several.
+        csv: Also write the ``.csv`` twins.
 
     Returns:
         The written files and what went into them.
     """
-    frame, coordinates, individuals = dlc_table(keypoints, info, single_animal=single_animal,
-                                                track=track, smoothed=smoothed)
+    layout = dlc_layout(keypoints, layout)
+    single = layout == "single"
+    raw, _, individuals = dlc_table(keypoints, info, single_animal=single, track=track)
+    smoothed = {"x_smooth", "y_smooth"} <= set(keypoints.columns)
+    smooth = dlc_table(keypoints, info, single_animal=single, track=track,
+                       smoothed=True)[0] if smoothed else None
     base = Path(out_dir) / f"{info.stem}{info.scorer}"
-    suffix = "" if single_animal else DLC_TRACK_SUFFIX
-    h5 = base.with_name(base.name + suffix + ".h5")
-    csv_path = h5.with_suffix(".csv") if csv else None
+    name = base.name + ("" if single else DLC_TRACK_SUFFIX)
+    h5 = base.with_name(name + ".h5")
+    filtered = base.with_name(name + "_filtered.h5") if smoothed else None
     meta = base.with_name(base.name + "_meta.pickle")
-    key = "df_with_missing" if single_animal else "tracks"
-    meta_data = _dlc_meta(info, frame, coordinates, individuals, single_animal)
-    outputs = [h5, meta] + ([csv_path] if csv else [])
-    with _atomic(*outputs) as temps:
-        _write_hdf(frame, temps[0], key)
-        with open(temps[1], "wb") as fh:
+    tables = [(h5, raw)] + ([(filtered, smooth)] if filtered else [])
+    outputs = [(path.with_suffix(".csv"), table) for path, table in tables] if csv else []
+    meta_data = _dlc_meta(info, raw, individuals, single, filtered is not None)
+    with _atomic(meta, *(p for p, _ in tables + outputs)) as temps:
+        with open(temps[0], "wb") as fh:
             pickle.dump(meta_data, fh, pickle.HIGHEST_PROTOCOL)
-        if csv:
-            frame.to_csv(temps[2])
-    return DlcExport(h5, csv_path, meta, info.scorer, coordinates, individuals)
+        for tmp, (path, table) in zip(temps[1:], tables + outputs):
+            if path.suffix == ".h5":
+                _write_hdf(table, tmp, DLC_HDF_KEY)
+            else:
+                table.to_csv(tmp)
+    return DlcExport(h5, h5.with_suffix(".csv") if csv else None, filtered,
+                     filtered.with_suffix(".csv") if csv and filtered else None, meta,
+                     info.scorer, layout, individuals)
 
 
 #: Format version pandas 1.x-2.x write into every HDF5 table (``pandas_version`` attribute).
 _PANDAS_HDF_FORMAT_VERSION = "0.15.2"
+
+
+def hdf_format(frame) -> str:
+    """The pandas HDF5 format for a DeepLabCut table: ``"table"``, or ``"fixed"`` for wide ones.
+
+    DeepLabCut writes ``format="table"``, which PyTables gives its column index in a single
+    HDF5 attribute: with about 55 or more animals (17 keypoints) that no longer fits and the
+    write fails ("object header message is too large"). Such tables are written in pandas'
+    ``"fixed"`` format, which keeps the columns in datasets; DeepLabCut, movement and pandas
+    read both with ``read_hdf`` alike (nobody appends to or queries these files).
+    """
+    size = len(pickle.dumps(list(frame.columns), protocol=2))
+    return "table" if size <= _MAX_TABLE_COLUMNS_BYTES else "fixed"
 
 
 def _write_hdf(frame, path: Path, key: str) -> None:
@@ -334,19 +436,20 @@ def _write_hdf(frame, path: Path, key: str) -> None:
     pandas 3 no longer stores the ``pandas_version`` attribute; pandas 2 (which DeepLabCut 3.0
     runs on) then takes the table for a pre-0.10.1 file, looks for ``values_0`` instead of
     ``values_block_0`` and fails (``'NoneType' object has no attribute 'startswith'``). Writing
-    the attribute pandas 2 itself writes makes the file readable by both.
+    the attribute pandas 2 itself writes makes the file readable by both. See
+    :func:`hdf_format` for the format.
     """
     import pandas as pd
 
-    frame.to_hdf(path, key=key, format="table", mode="w")
+    frame.to_hdf(path, key=key, format=hdf_format(frame), mode="w")
     with pd.HDFStore(path, mode="a") as store:
         attrs = store.get_storer(key).attrs
         if getattr(attrs, "pandas_version", None) is None:
             attrs.pandas_version = _PANDAS_HDF_FORMAT_VERSION
 
 
-def _dlc_meta(info: ExportInfo, frame, coordinates: str, individuals: dict[int, str],
-              single_animal: bool) -> dict:
+def _dlc_meta(info: ExportInfo, frame, individuals: dict[int, str], single_animal: bool,
+              filtered: bool) -> dict:
     """DeepLabCut's ``_meta.pickle`` content (plain Python values only)."""
     from clamp_track import __version__
 
@@ -371,7 +474,8 @@ def _dlc_meta(info: ExportInfo, frame, coordinates: str, individuals: dict[int, 
         "unique_bodyparts": [],
         "clamp-track": {
             "version": __version__,
-            "coordinates": coordinates,
+            "coordinates": "raw",
+            "filtered": "smoothed (clamp-track's Kalman + RTS smoother)" if filtered else None,
             "model": info.model_name,
             "dlc_net_type": info.dlc_net_type,
             "video": str(video.path),
@@ -589,8 +693,10 @@ class _FrameDrawer:
     def __init__(self, keypoint_set: KeypointSet, keypoints, boxes, style: VideoStyle):
         import supervision as sv
 
-
         self.sv, self.style = sv, style
+        tracks = [t for table in (keypoints, boxes) if table is not None and len(table)
+                  for t in table["track"].unique()]
+        self.names = individual_names(tracks)
         self.n_kp = keypoint_set.num_keypoints
         self.edges = [(a + 1, b + 1) for a, b in keypoint_set.skeleton]  # sv edges are 1-based
         self.palette = sv.ColorPalette.DEFAULT
@@ -622,7 +728,7 @@ class _FrameDrawer:
                             tracker_id=tracks)
         scene = self.box_annotator.annotate(scene, det)
         return self.label_annotator.annotate(scene, det,
-                                             labels=[individual_name(t) for t in tracks])
+                                             labels=[self.names[int(t)] for t in tracks])
 
     def _draw_points(self, scene, tracks, xy, confidence):
         sv = self.sv
@@ -698,9 +804,10 @@ def write_track_plots(keypoints, out_dir: str | os.PathLike, info: ExportInfo) -
                                  "confidence"), "keypoint table")
     out_dir = _writable_dir(Path(out_dir))
     written = []
+    names = individual_names(keypoints["track"].unique())
     for track, rows in keypoints.groupby("track", sort=True):
         path = out_dir / f"{info.stem}_track{int(track)}.png"
-        figure = _track_figure(rows, int(track), info)
+        figure = _track_figure(rows, int(track), names[int(track)], info)
         with _atomic(path) as (tmp,):
             figure.savefig(tmp, format="png", dpi=100)
         written.append(path)
@@ -719,7 +826,7 @@ def _limit_to_data(ax, rows, coord: str, video: VideoInfo) -> None:
     ax.set_ylim(lo - pad, hi + pad)
 
 
-def _track_figure(rows, track: int, info: ExportInfo):
+def _track_figure(rows, track: int, name: str, info: ExportInfo):
     import matplotlib
     from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
@@ -754,6 +861,6 @@ def _track_figure(rows, track: int, info: ExportInfo):
     axes[2].set_xlabel("time (s)")
     axes[2].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
     smooth_note = "dots raw, lines smoothed ±2 sd" if has_smooth else "dots raw"
-    figure.suptitle(f"{info.stem}: {individual_name(track)} (track {track}), "
+    figure.suptitle(f"{info.stem}: {name} (track {track}), "
                     f"{info.model_name}; {smooth_note}")
     return figure

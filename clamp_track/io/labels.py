@@ -34,7 +34,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 import threading
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field, replace
@@ -43,6 +42,7 @@ from typing import Literal
 
 import numpy as np
 
+from clamp_track.config import temp_beside
 from clamp_track.errors import InputError
 from clamp_track.skeleton import KeypointSet, humanize
 
@@ -532,10 +532,13 @@ def _corrected(raw: np.ndarray, fixes, untouched: str, min_confidence: float) ->
 
 
 def individual_of(track: int) -> str:
-    """DeepLabCut individual name of a store track (``animal<track>``, as the exports)."""
-    from clamp_track.io.export import individual_name
+    """Individual name of a store track in training labels: ``animal<track>``.
 
-    return individual_name(track)
+    Unlike the result exports (:func:`clamp_track.io.export.individual_names`, compact
+    ``animal1..N``), labels keep the track id in the name so that :func:`track_of` can bring
+    them back onto the same track.
+    """
+    return f"animal{int(track)}"
 
 
 def track_of(individual: str) -> int | None:
@@ -703,8 +706,7 @@ def _frame_order(item: Label) -> int:
 
 
 def _atomic_image(dest: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.stem}.", suffix=dest.suffix)
-    os.close(fd)
+    tmp = temp_beside(dest, suffix=dest.suffix)
     try:
         if not write(Path(tmp)):
             raise InputError(f"{dest}: cannot write the image")

@@ -40,6 +40,7 @@ a temporary file beside the target, renamed into place on close and removed on e
 
 from __future__ import annotations
 
+import datetime
 import logging
 import math
 import os
@@ -248,6 +249,31 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         InputError: The file is missing, a directory, or not a readable video.
     """
     return _scan(_check_file(path)).info
+
+
+def creation_time(path: str | os.PathLike) -> datetime.datetime | None:
+    """When the video was recorded, from its container's ``creation_time`` tag.
+
+    Cameras and phones write it in MP4/MOV headers (UTC, ISO 8601). Returns a timezone-aware
+    datetime, or None if the file is unreadable or has no such tag.
+    """
+    import av
+
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            tags = [container.metadata] + [s.metadata for s in container.streams.video]
+    except (av.FFmpegError, OSError, UnicodeDecodeError):
+        return None
+    for tag in (t.get("creation_time") for t in tags):
+        if not tag:
+            continue
+        try:
+            when = datetime.datetime.fromisoformat(tag.strip().replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        if when.year > 1970:  # 1970-01-01 / 1904-01-01: an unset clock, not a date
+            return when if when.tzinfo else when.replace(tzinfo=datetime.timezone.utc)
+    return None
 
 
 def _silence_decord(decord) -> None:

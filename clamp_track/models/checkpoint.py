@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 import torch
 
 from clamp_track import __version__
-from clamp_track.config import from_dict, to_dict
+from clamp_track.config import from_dict, temp_beside, to_dict
 from clamp_track.errors import CheckpointError
 from clamp_track.models.config import ModelConfig
 from clamp_track.models.registry import VARIANTS, variant_name
@@ -286,8 +285,7 @@ def save_checkpoint(model, path: str | os.PathLike, *, extra: dict | None = None
 def save_atomic(obj, path: Path) -> None:
     """``torch.save`` via a temporary file in the same folder and ``os.replace``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = temp_beside(path)  # the user's umask, not mkstemp's 0600
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)

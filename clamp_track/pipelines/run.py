@@ -17,13 +17,14 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from clamp_track.config import dump_yaml, to_dict
 from clamp_track.errors import ClampTrackError, InputError
+from clamp_track.io.export import dlc_date
 from clamp_track.io.store import ResultStore, store_path
 from clamp_track.pipelines.pose import PoseConfig, PoseEstimator
 from clamp_track.pipelines.smoother import SmootherConfig
@@ -360,7 +361,7 @@ def run_video(
                 for suffix in ("", "-wal", "-shm"):  # a replacement run given up before
                     Path(str(work) + suffix).unlink(missing_ok=True)
                 store = ResultStore.create(work if plan.final.exists() else plan.final,
-                                           _new_meta(plan.info, cfg, models))
+                                           _new_meta(video, plan.info, cfg, models))
                 state = {"next": cfg.start}
             resumed_from = state["next"] if state["next"] > cfg.start else None
             try:
@@ -529,16 +530,16 @@ def check_settings(cfg: RunConfig, video: Path | None = None, frames: int | None
                     "to process); boxes elsewhere are predicted", cfg.detect.every, frames)
 
 
-def _new_meta(info, cfg: RunConfig, models: Models) -> dict:
+def _new_meta(video: Path, info, cfg: RunConfig, models: Models) -> dict:
     return {
         "config": to_dict(cfg),
-        "video": dict(info.__dict__),
+        "video": {**info.__dict__, "path": str(video.absolute())},  # from any folder
         "keypoints": models.pose.model.keypoints.to_dict(),
         "model": {"variant": models.variant, "weights": cfg.pose_weights,
                   "input_size": list(models.pose.model.config.input_size)},
         "resume": {"next": cfg.start},
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "dlc_date": time.strftime("%b%d"),
+        "dlc_date": dlc_date(),
     }
 
 
@@ -787,7 +788,7 @@ def _finalise(store: ResultStore, cfg: RunConfig) -> None:
 
 def export(store: ResultStore, formats, out_dir: str | os.PathLike | None = None, *,
            video: str | os.PathLike | None = None, dlc_net_type: str | None = "resnet_50",
-           ) -> list[Path]:
+           dlc_layout: str = "auto", untouched: str = "ignore") -> list[Path]:
     """Write export files from a store (what ``clamp-track export`` does).
 
     Args:
@@ -802,6 +803,10 @@ def export(store: ResultStore, formats, out_dir: str | os.PathLike | None = None
             only from its own net types, so ``"resnet_50"`` (the default) lets its
             project tools find the file; ``None`` names the clamp-track model instead. The
             real model is recorded in the ``_meta.pickle`` either way.
+        dlc_layout: DeepLabCut layout: ``"auto"`` (single-animal files for one animal),
+            ``"single"`` or ``"multi"``.
+        untouched: What the keypoints the user did not correct count as in the ``.slp``'s
+            user instances (``ignore``, ``confident``, ``all``), as in ``labels export``.
 
     Returns:
         The written files.
@@ -809,8 +814,9 @@ def export(store: ResultStore, formats, out_dir: str | os.PathLike | None = None
     from clamp_track.io import export as writers
 
     out = _output_dir(store.path, out_dir or store.path.parent)
+    video_info = replace(store.video_info, path=str(writers.video_abspath(store)))
     info = writers.ExportInfo(
-        store.keypoints, store.video_info, model_name=(store.meta("model") or {}).get(
+        store.keypoints, video_info, model_name=(store.meta("model") or {}).get(
             "variant", "clamp"), date=store.meta("dlc_date"), dlc_net_type=dlc_net_type)
     tidy = corrected_table(store)
     stem = Path(info.video.path).stem
@@ -818,21 +824,35 @@ def export(store: ResultStore, formats, out_dir: str | os.PathLike | None = None
     if "csv" in formats:
         paths.append(writers.write_tidy_csv(tidy, out / f"{stem}.clamp.csv", store.keypoints))
     if "dlc" in formats:
-        dlc = writers.write_dlc(tidy, out, info)
-        paths += [p for p in (dlc.h5, dlc.csv, dlc.meta) if p]
+        paths += writers.write_dlc(tidy, out, info, layout=dlc_layout).paths
     if "sleap" in formats:
         from clamp_track.io.sleap_export import write_sleap
 
-        paths += write_sleap(tidy, out, info, store.boxes())
+        paths += write_sleap(tidy, out, info, store.boxes(),
+                             user_points=_user_points(store, untouched))
     if "nwb" in formats:
         from clamp_track.io.nwb_export import write_nwb
 
-        paths.append(write_nwb(tidy, out, info, created=store.meta("created")))
+        paths += write_nwb(tidy, out, info, created=store.meta("created"),
+                           frame_times=store.frame_times())
     if "plot" in formats:
         paths += writers.write_track_plots(tidy, out, info)
     if "video" in formats:
         paths.append(_annotated_video(store, tidy, info, out / f"{stem}.clamp.mp4", video))
     return paths
+
+
+def _user_points(store: ResultStore, untouched: str) -> dict:
+    """``{(frame, track): (K, 2)}`` labelled points of the corrected instances (NaN: not).
+
+    The instances ``labels export`` writes, with the same ``untouched`` rule.
+    """
+    from clamp_track.io.labels import labels_from_store, track_of
+
+    labels = labels_from_store(store, untouched=untouched, need_video=False)
+    return {(int(item.frame), track_of(item.individual)):
+            np.where(item.labelled[:, None], item.keypoints[:, :2], np.nan)
+            for item in labels.items}
 
 
 def corrected_table(store: ResultStore):
@@ -849,8 +869,8 @@ def corrected_table(store: ResultStore):
 
     tidy = store.tidy()
     fixed = tidy["corrected"].to_numpy(bool)
-    if not fixed.any() or not tidy["x_smooth"].notna().any():
-        return tidy  # nothing corrected, or a run without smoothing (e.g. unfinished)
+    if not fixed.any() or not store.complete:
+        return tidy  # nothing corrected, or a run not smoothed yet (unfinished)
     cfg = stored_config(store)
     k = store.keypoints.num_keypoints
     for _, rows in tidy[tidy["track"].isin(tidy.loc[fixed, "track"].unique())].groupby("track"):

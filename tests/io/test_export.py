@@ -11,8 +11,11 @@ from clamp_track.io.export import (
     KEYPOINT_COLUMNS,
     ExportInfo,
     VideoStyle,
+    dlc_date,
     dlc_scorer,
     dlc_table,
+    hdf_format,
+    individual_names,
     write_annotated_video,
     write_dlc,
     write_tidy_csv,
@@ -78,9 +81,27 @@ def test_h5_is_readable_by_pandas_2(tmp_path, info):
     import tables
 
     out = write_dlc(make_results(), tmp_path, info, csv=False)
-    with tables.open_file(out.h5) as h5:
-        assert h5.root.tracks._v_attrs.pandas_version == "0.15.2"
-        assert h5.root.tracks.table._v_attrs.values_block_0_dtype == "float64"
+    for h5 in (out.h5, out.filtered_h5):
+        with tables.open_file(h5) as f:
+            assert f.root.df_with_missing._v_attrs.pandas_version == "0.15.2"
+            assert f.root.df_with_missing.table._v_attrs.values_block_0_dtype == "float64"
+
+
+def test_scorer_date_is_written_as_deeplabcut_writes_it():
+    import datetime
+
+    assert dlc_date(datetime.date(2026, 12, 3)) == "Dec3"
+    assert dlc_date(datetime.date(2026, 11, 25)) == "Nov25"
+    # a store made before the fix recorded a zero-padded day
+    assert dlc_scorer("clamp_rn50", date="Dec03") == \
+        "DLC_ClampRn50_clamptrackDec3shuffle1_snapshot_0"
+    assert dlc_scorer("clamp_rn50", date="Dec10") == \
+        "DLC_ClampRn50_clamptrackDec10shuffle1_snapshot_0"
+
+
+def test_individuals_are_named_compactly_in_track_order():
+    assert individual_names([7, 2, 2, 40]) == {2: "animal1", 7: "animal2", 40: "animal3"}
+    assert individual_names([]) == {}
 
 
 def test_tidy_csv_round_trip(tmp_path, info):
@@ -100,16 +121,19 @@ def test_dlc_multi_animal_files_read_back_exactly(tmp_path, info):
     results = make_results()
     out = write_dlc(results, tmp_path, info)
     scorer = "DLC_ClampRn50_clamptrackNov25shuffle1_snapshot_210"
-    assert out.scorer == scorer and out.coordinates == "smoothed"
+    assert out.scorer == scorer and out.layout == "multi"
     assert out.h5.name == f"cows{scorer}_el.h5"
     assert out.csv.name == f"cows{scorer}_el.csv"
+    assert out.filtered_h5.name == f"cows{scorer}_el_filtered.h5"
+    assert out.filtered_csv.name == f"cows{scorer}_el_filtered.csv"
     assert out.meta.name == f"cows{scorer}_meta.pickle"
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [out.h5.name, out.csv.name, out.meta.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in out.paths)
+    assert len(out.paths) == 5
     assert out.individuals == {1: "animal1", 2: "animal2"}
 
-    with pd.HDFStore(out.h5, mode="r") as store:
-        assert store.keys() == ["/tracks"]
+    for h5 in (out.h5, out.filtered_h5):
+        with pd.HDFStore(h5, mode="r") as store:  # one key: DeepLabCut reads without one,
+            assert store.keys() == ["/df_with_missing"]  # movement and anipose with this
     df = pd.read_hdf(out.h5)  # no key, as DeepLabCut reads it
     assert df.columns.names == ["scorer", "individuals", "bodyparts", "coords"]
     assert df.shape == (N_FRAMES, 2 * K * 3)
@@ -120,31 +144,42 @@ def test_dlc_multi_animal_files_read_back_exactly(tmp_path, info):
     assert list(df.columns.get_level_values("coords")) == ["x", "y", "likelihood"] * (2 * K)
     assert all(dtype == np.float64 for dtype in df.dtypes)
 
-    # values: smoothed coordinates and raw confidence, NaN where the animal is absent
+    # main file: raw coordinates and confidence, also where the confidence is low
     row = results[(results.track == 2) & (results.frame == 12) & (results.keypoint == "neck")]
-    cell = df.loc[12, (scorer, "animal2", "neck")]
-    assert cell.tolist() == pytest.approx(
-        row[["x_smooth", "y_smooth", "confidence"]].to_numpy()[0].tolist())
+    assert df.loc[12, (scorer, "animal2", "neck")].tolist() == pytest.approx(
+        row[["x", "y", "confidence"]].to_numpy()[0].tolist())
+    low = results[(results.confidence < 0.3) & results.x.notna()]
+    assert len(low) > 100
+    for r in low.head(20).itertuples():
+        part = AP10K.source_names[AP10K.index(r.keypoint)]
+        cell = df.loc[r.frame, (scorer, f"animal{r.track}", part)]
+        assert cell.tolist() == pytest.approx([r.x, r.y, r.confidence])
     assert df.loc[0:9, (scorer, "animal2")].isna().all().all()
     assert df.loc[30:39, (scorer, "animal1")].isna().all().all()
-    assert df.loc[0:9, (scorer, "animal1")].notna().all().all()
-    # the smoother's filled-in point: smoothed x/y, likelihood 0
-    filled = df.loc[5, (scorer, "animal1", "nose")]
+    assert df.loc[25, (scorer, "animal1", "neck")].notna().all()  # raw has it
+    assert df.loc[5, (scorer, "animal1", "nose")].isna().all()  # no measurement there
+
+    # _filtered: the smoothed coordinates with the raw confidence
+    filtered = pd.read_hdf(out.filtered_h5)
+    assert filtered.columns.equals(df.columns) and filtered.shape == df.shape
+    assert filtered.loc[12, (scorer, "animal2", "neck")].tolist() == pytest.approx(
+        row[["x_smooth", "y_smooth", "confidence"]].to_numpy()[0].tolist())
+    filled = filtered.loc[5, (scorer, "animal1", "nose")]  # the smoother filled it in
     assert filled["likelihood"] == 0.0 and not np.isnan(filled["x"])
-    # a point without smoothed coordinates is absent altogether (no likelihood either)
-    assert df.loc[25, (scorer, "animal1", "neck")].isna().all()
+    assert filtered.loc[25, (scorer, "animal1", "neck")].isna().all()  # smoother left it out
 
     # CSV: DeepLabCut's four header rows, then one row per frame; same table
-    lines = out.csv.read_text().splitlines()
-    assert lines[0].startswith(f"scorer,{scorer},{scorer},")
-    assert lines[1].startswith("individuals,animal1,animal1,animal1,animal1,")
-    assert lines[2].startswith("bodyparts,left_eye,left_eye,left_eye,right_eye,")
-    assert lines[3].startswith("coords,x,y,likelihood,x,y,likelihood,")
-    assert lines[4].startswith("0,") and len(lines) == 4 + N_FRAMES
-    back = pd.read_csv(out.csv, header=[0, 1, 2, 3], index_col=0)
-    assert back.columns.equals(df.columns)
-    assert list(back.index) == list(range(N_FRAMES))
-    np.testing.assert_allclose(back.to_numpy(), df.to_numpy(), rtol=1e-12)
+    for csv, table in ((out.csv, df), (out.filtered_csv, filtered)):
+        lines = csv.read_text().splitlines()
+        assert lines[0].startswith(f"scorer,{scorer},{scorer},")
+        assert lines[1].startswith("individuals,animal1,animal1,animal1,animal1,")
+        assert lines[2].startswith("bodyparts,left_eye,left_eye,left_eye,right_eye,")
+        assert lines[3].startswith("coords,x,y,likelihood,x,y,likelihood,")
+        assert lines[4].startswith("0,") and len(lines) == 4 + N_FRAMES
+        back = pd.read_csv(csv, header=[0, 1, 2, 3], index_col=0)
+        assert back.columns.equals(table.columns)
+        assert list(back.index) == list(range(N_FRAMES))
+        np.testing.assert_allclose(back.to_numpy(), table.to_numpy(), rtol=1e-12)
 
     meta = pickle.loads(out.meta.read_bytes())["data"]
     assert meta["cropping"] is False
@@ -152,7 +187,8 @@ def test_dlc_multi_animal_files_read_back_exactly(tmp_path, info):
     assert meta["nframes"] == N_FRAMES and meta["Scorer"] == scorer
     assert meta["individuals"] == ["animal1", "animal2"]
     assert meta["bodyparts"] == list(AP10K.source_names)
-    assert meta["clamp-track"]["coordinates"] == "smoothed"
+    assert meta["clamp-track"]["coordinates"] == "raw"
+    assert meta["clamp-track"]["filtered"].startswith("smoothed")
     assert meta["clamp-track"]["individuals"] == {1: "animal1", 2: "animal2"}
     # plain Python only: DeepLabCut's environment unpickles it without clamp-track or numpy
     globals_used = [arg for op, arg, _ in pickletools.genops(out.meta.read_bytes())
@@ -161,50 +197,83 @@ def test_dlc_multi_animal_files_read_back_exactly(tmp_path, info):
 
 
 @pytest.mark.filterwarnings("ignore::pandas.errors.PerformanceWarning")
-def test_dlc_raw_coordinates(tmp_path, info):
-    results = make_results()
-    out = write_dlc(results, tmp_path, info, smoothed=False, csv=False)
-    assert out.coordinates == "raw" and out.csv is None
+def test_dlc_individuals_are_compact_and_unsmoothed_tables_have_no_filtered_file(
+        tmp_path, info):
+    results = make_results(tracks=((3, range(0, 20)), (9, range(5, 25))))
+    out = write_dlc(results.drop(columns=["x_smooth", "y_smooth", "variance"]), tmp_path, info)
+    assert out.individuals == {3: "animal1", 9: "animal2"}
+    assert out.filtered_h5 is None and out.filtered_csv is None and len(out.paths) == 3
     df = pd.read_hdf(out.h5)
-    row = results[(results.track == 1) & (results.frame == 3) & (results.keypoint == "nose")]
-    assert df.loc[3, (out.scorer, "animal1", "nose", "x")] == row.x.item()
-    assert df.loc[25, (out.scorer, "animal1", "neck")].notna().all()  # raw has it
-    assert pickle.loads(out.meta.read_bytes())["data"]["clamp-track"]["coordinates"] == "raw"
-    # no smoothed values at all: raw, and the metadata says so
-    unsmoothed = results.drop(columns=["x_smooth", "y_smooth", "variance"])
-    _, coordinates, _ = dlc_table(unsmoothed, info)
-    assert coordinates == "raw"
-    _, coordinates, _ = dlc_table(results.assign(x_smooth=np.nan, y_smooth=np.nan), info)
-    assert coordinates == "raw"
+    row = results[(results.track == 9) & (results.frame == 7) & (results.keypoint == "nose")]
+    assert df.loc[7, (out.scorer, "animal2", "nose", "x")] == row.x.item()
+    # smoothing that gave nothing (no confident point): an all-NaN _filtered file, as the
+    # smoother found
+    nothing = write_dlc(results.assign(x_smooth=np.nan, y_smooth=np.nan), tmp_path / "n", info)
+    assert pd.read_hdf(nothing.filtered_h5).isna().all().all()
+    with pytest.raises(ValueError, match="x_smooth"):
+        dlc_table(results.drop(columns=["x_smooth"]), info, smoothed=True)
 
 
 def test_dlc_single_animal(tmp_path, info):
     results = make_results()
-    out = write_dlc(results, tmp_path, info, single_animal=True, track=2)
+    one = results[results.track == 2]
+    out = write_dlc(one, tmp_path, info)  # one animal: single-animal layout by default
+    assert out.layout == "single" and out.individuals == {}
     assert out.h5.name == f"cows{out.scorer}.h5" and out.csv.name == f"cows{out.scorer}.csv"
-    with pd.HDFStore(out.h5, mode="r") as store:
-        assert store.keys() == ["/df_with_missing"]
+    assert out.filtered_h5.name == f"cows{out.scorer}_filtered.h5"
+    for h5 in (out.h5, out.filtered_h5):
+        with pd.HDFStore(h5, mode="r") as store:
+            assert store.keys() == ["/df_with_missing"]
     df = pd.read_hdf(out.h5)
     assert df.columns.names == ["scorer", "bodyparts", "coords"]
     assert df.shape == (N_FRAMES, K * 3)
+    # DeepLabCut's analyzeskeleton fails on any NaN: only the frames without the animal
+    # (0..9 here) are NaN, every raw prediction is there whatever its confidence
     assert df.loc[0:9].isna().all().all() and df.loc[10:39].notna().all().all()
     back = pd.read_csv(out.csv, header=[0, 1, 2], index_col=0)
     assert back.columns.equals(df.columns)
+    # several animals: single-animal files of one chosen track, or a clear error
+    chosen = write_dlc(results, tmp_path / "two", info, layout="single", track=2)
+    pd.testing.assert_frame_equal(pd.read_hdf(chosen.h5), df)
     with pytest.raises(InputError, match="needs one track"):
-        write_dlc(results, tmp_path / "other", info, single_animal=True)
+        write_dlc(results, tmp_path / "other", info, layout="single")
     with pytest.raises(InputError, match="track 7"):
-        write_dlc(results, tmp_path / "other", info, single_animal=True, track=7)
-    one = results[results.track == 1]
-    assert write_dlc(one, tmp_path / "one", info, single_animal=True).h5.is_file()
+        write_dlc(results, tmp_path / "other", info, layout="single", track=7)
+    with pytest.raises(InputError, match="layout 'double'"):
+        write_dlc(results, tmp_path / "other", info, layout="double")
+    multi = write_dlc(one, tmp_path / "multi", info, layout="multi")
+    assert multi.h5.name.endswith("_el.h5") and multi.individuals == {2: "animal1"}
+
+
+def test_eighty_animals_export_in_a_layout_pandas_reads(tmp_path, info):
+    # PyTables' "table" format keeps the column index in one HDF5 attribute, which no longer
+    # fits with ~55 animals; such files are written in pandas' "fixed" format instead
+    results = make_results(tracks=[(t, range(0, 3)) for t in range(1, 81)])
+    out = write_dlc(results, tmp_path, info)
+    assert out.layout == "multi" and len(out.individuals) == 80
+    for h5 in (out.h5, out.filtered_h5):
+        df = pd.read_hdf(h5)  # no key, as DeepLabCut reads it
+        assert df.shape == (N_FRAMES, 80 * K * 3)
+        assert df.columns.get_level_values("individuals")[-1] == "animal80"
+        with pd.HDFStore(h5, mode="r") as store:
+            assert store.keys() == ["/df_with_missing"]
+            assert store.get_storer("df_with_missing").format_type == "fixed"
+    row = results[(results.track == 80) & (results.frame == 2) & (results.keypoint == "neck")]
+    assert pd.read_hdf(out.h5).loc[2, (out.scorer, "animal80", "neck", "x")] == row.x.item()
+    # few animals stay in DeepLabCut's own "table" format
+    few = dlc_table(make_results(), info)[0]
+    assert hdf_format(few) == "table"
 
 
 def test_zero_animals_give_empty_but_valid_outputs(tmp_path, info):
     empty = pd.DataFrame({c: [] for c in KEYPOINT_COLUMNS})
-    out = write_dlc(empty, tmp_path, info)
+    out = write_dlc(empty, tmp_path, info, layout="multi")
     df = pd.read_hdf(out.h5)
     assert df.shape == (N_FRAMES, K * 3) and df.isna().all().all()
     assert list(df.columns.get_level_values("individuals").unique()) == ["animal1"]
-    assert out.individuals == {}
+    assert out.individuals == {} and pd.read_hdf(out.filtered_h5).isna().all().all()
+    single = write_dlc(empty, tmp_path / "single", info)
+    assert single.layout == "single" and pd.read_hdf(single.h5).isna().all().all()
     csv = write_tidy_csv(empty, tmp_path / "tidy.csv")
     assert csv.read_text().strip() == ",".join(KEYPOINT_COLUMNS)
     assert write_track_plots(empty, tmp_path / "plots", info) == []
@@ -257,10 +326,27 @@ def test_failed_export_leaves_no_partial_files(tmp_path, info, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_exports_follow_the_umask_and_clear_a_killed_exports_leftovers(tmp_path, info):
+    import os
+
+    stale = tmp_path / f".cows.clamp.csv.{2**22 + 12345}.ab12cd.tmp.csv"  # no such process
+    stale.write_text("partial")
+    old = os.umask(0o002)  # a group-shared lab folder
+    try:
+        out = write_dlc(make_results(), tmp_path, info)
+        csv = write_tidy_csv(make_results(), tmp_path / "cows.clamp.csv")
+    finally:
+        os.umask(old)
+    for path in [*out.paths, csv]:
+        assert path.stat().st_mode & 0o777 == 0o664, path.name
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for p in [*out.paths, csv])
+
+
 def test_existing_export_is_replaced_whole(tmp_path, info):
     first = write_dlc(make_results(seed=0), tmp_path, info)
     second = write_dlc(make_results(seed=1), tmp_path, info)
-    assert first.h5 == second.h5 and len(list(tmp_path.iterdir())) == 3
+    assert first.h5 == second.h5 and len(list(tmp_path.iterdir())) == 5
     expected, _, _ = dlc_table(make_results(seed=1), info)
     pd.testing.assert_frame_equal(pd.read_hdf(second.h5), expected, check_freq=False,
                                   check_index_type=False)
@@ -355,3 +441,234 @@ def test_track_plots(tmp_path, info):
     assert len(write_track_plots(raw_only, tmp_path / "raw", info)) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["cows_track1.png", "cows_track2.png", "raw"])
+
+
+# ------------------------------------------------------------------------ client readers
+# Every export format loads in the tools users open it with, with their default arguments:
+# movement (load_poses.from_dlc_file / from_sleap_file / from_nwb_file), sleap-io and pynwb +
+# ndx-pose, all in the dev extra (these run in CI). DeepLabCut's own consumers are checked by
+# hand with ../shared/tools/dlc_client_check.py (DeepLabCut does not install beside this
+# project's torch); see the README.
+
+
+def _movement():
+    """movement's pose loaders (skips the test where movement is not installed)."""
+    pytest.importorskip("movement", reason="movement is not installed here; it comes with "
+                        "the dev extra (pip install -e '.[dev]') and runs in CI")
+    from movement.io import load_poses
+
+    return load_poses
+
+
+@pytest.fixture
+def client_info(tmp_path):
+    video = VideoInfo(str(tmp_path / "cows.mp4"), width=640, height=480, fps=24.0,
+                      n_frames=N_FRAMES)
+    return ExportInfo(AP10K, video, model_name="clamp_rn50", date="Dec3",
+                      dlc_net_type="resnet_50")
+
+
+def corrected_results(tracks=((1, range(0, 30)), (2, range(10, 40)))):
+    """Results of two animals; track 2 corrected at frame 20 (nose moved, neck occluded)."""
+    results = make_results(tracks).assign(corrected=False)
+    at = (results.track == 2) & (results.frame == 20)
+    results.loc[at & (results.keypoint == "nose"), ["x", "y", "confidence", "corrected"]] = (
+        111.0, 222.0, 1.0, True)
+    results.loc[at & (results.keypoint == "neck"), ["x", "y", "confidence", "corrected"]] = (
+        np.nan, np.nan, np.nan, True)
+    return results
+
+
+def raw_array(results, track):
+    """(T, K, 2) raw x, y and (T, K) confidence of a track over the video (NaN where absent)."""
+    xy, conf = np.full((N_FRAMES, AP10K.num_keypoints, 2), np.nan), np.full(
+        (N_FRAMES, AP10K.num_keypoints), np.nan)
+    rows = results[results.track == track]
+    k = rows.keypoint.map(AP10K.index).to_numpy()
+    xy[rows.frame, k] = rows[["x", "y"]].to_numpy()
+    conf[rows.frame, k] = np.where(rows[["x", "y"]].isna().any(axis=1), np.nan,
+                                   rows.confidence.fillna(0.0))
+    return xy, conf
+
+
+def movement_xy(ds, individual):
+    """(T, K, 2) positions of one individual of a movement dataset, keypoints in AP10K order."""
+    pos = ds.position.sel(individuals=individual, keypoints=list(AP10K.source_names))
+    return pos.transpose("time", "keypoints", "space").to_numpy()
+
+
+@pytest.mark.parametrize("layout", ["single", "multi"])
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_movement_loads_the_deeplabcut_files_with_default_arguments(tmp_path, client_info, layout):
+    results = corrected_results()
+    if layout == "single":
+        results = results[results.track == 2]
+    out = write_dlc(results, tmp_path, client_info)
+    assert out.layout == layout
+    xy, conf = raw_array(results, 2)
+    for path in (out.h5, out.csv, out.filtered_h5, out.filtered_csv):
+        ds = _movement().from_dlc_file(path)  # key df_with_missing, as movement reads it
+        assert ds.sizes["time"] == N_FRAMES and ds.sizes["keypoints"] == AP10K.num_keypoints
+        individual = "individual_0" if layout == "single" else "animal2"
+        assert individual in ds.individuals.values
+        if path in (out.h5, out.csv):  # the main files: raw predictions with the correction
+            np.testing.assert_allclose(movement_xy(ds, individual), xy, rtol=1e-9)
+            got = ds.confidence.sel(individuals=individual,
+                                    keypoints=list(AP10K.source_names)).to_numpy()
+            np.testing.assert_allclose(got, conf, rtol=1e-9)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_movement_loads_a_deeplabcut_file_of_eighty_animals(tmp_path, client_info):
+    results = make_results(tracks=[(t, range(0, 2)) for t in range(1, 81)])
+    ds = _movement().from_dlc_file(write_dlc(results, tmp_path, client_info, csv=False).h5)
+    assert ds.sizes["individuals"] == 80 and str(ds.individuals.values[-1]) == "animal80"
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_sleap_analysis_file_keeps_every_keypoint_of_a_corrected_frame(tmp_path, client_info):
+    import sleap_io as sio
+
+    from clamp_track.io.sleap_export import write_sleap
+
+    results = corrected_results()
+    slp, analysis = write_sleap(results, tmp_path, client_info)
+    ds = _movement().from_sleap_file(analysis)
+    assert list(ds.individuals.values) == ["animal1", "animal2"]
+    assert ds.sizes["time"] == N_FRAMES  # every video frame, as the DeepLabCut table
+    xy, conf = raw_array(results, 2)
+    got = movement_xy(ds, "animal2")
+    np.testing.assert_allclose(got, xy, rtol=1e-6)
+    assert got[20, AP10K.index("nose")].tolist() == [111.0, 222.0]
+    assert np.isfinite(got[20]).all(axis=1).sum() == AP10K.num_keypoints - 1  # only the
+    assert np.isnan(got[20, AP10K.index("neck")]).all()                      # occluded one
+    scores = ds.confidence.sel(individuals="animal2", keypoints=list(AP10K.source_names))
+    np.testing.assert_allclose(scores.to_numpy()[20], conf[20], rtol=1e-6)
+    # the .slp: movement and sleap-io load it; the user instance (for training) holds the
+    # corrected points only (--untouched ignore), beside the full prediction
+    assert _movement().from_sleap_file(slp).sizes["individuals"] == 2
+    labels = sio.load_slp(str(slp))
+    frame = labels.find(labels.video, 20)[0]
+    user = [i for i in frame.instances if not isinstance(i, sio.PredictedInstance)]
+    assert len(user) == 1 and user[0].track.name == "animal2"
+    assert np.isfinite(user[0].numpy()).all(axis=1).sum() == 1
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_sleap_user_instances_follow_untouched(tmp_path, client_info):
+    import sleap_io as sio
+
+    from clamp_track.io.sleap_export import write_sleap
+
+    results = corrected_results()
+    points = {(20, 2): np.full((AP10K.num_keypoints, 2), 5.0)}  # e.g. --untouched all
+    slp, _ = write_sleap(results, tmp_path, client_info, user_points=points)
+    labels = sio.load_slp(str(slp))
+    user = [i for i in labels.find(labels.video, 20)[0].instances
+            if not isinstance(i, sio.PredictedInstance)]
+    assert len(user) == 1 and (user[0].numpy() == 5.0).all()
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")  # xarray's merge
+def test_movement_loads_and_merges_the_nwb_files_of_several_animals(tmp_path, client_info):
+    from clamp_track.io.nwb_export import write_nwb
+
+    load_poses = _movement()
+    import xarray as xr  # a dependency of movement
+
+    results = corrected_results()
+    paths = write_nwb(results, tmp_path, client_info, created="2026-12-03 10:00:00")
+    assert [p.name for p in paths] == ["cows.clamp.animal1.nwb", "cows.clamp.animal2.nwb"]
+    singles = [load_poses.from_nwb_file(p) for p in paths]  # default arguments
+    merged = xr.merge(singles)  # as movement's documentation merges them
+    assert list(merged.individuals.values) == ["animal1", "animal2"]
+    assert merged.sizes["time"] == N_FRAMES
+    for track, name in ((1, "animal1"), (2, "animal2")):
+        xy, _ = raw_array(results, track)
+        np.testing.assert_allclose(movement_xy(merged, name), xy, rtol=1e-6)
+
+
+def test_nwb_keeps_variable_frame_times_and_the_video_recording_time(tmp_path, client_info):
+    import datetime
+
+    from pynwb import NWBHDF5IO
+
+    from clamp_track.io.nwb_export import write_nwb
+
+    results = make_results(tracks=((4, range(5, 15)),))
+    results["time_s"] = results.frame * 0.04 + (results.frame >= 10) * 0.5  # a 0.5 s hiccup
+    frame_times = (np.arange(3, 20), np.arange(3, 20) * 0.04 + (np.arange(3, 20) >= 10) * 0.5)
+    [path] = write_nwb(results, tmp_path, client_info, created="2026-12-03 10:00:00",
+                       frame_times=frame_times)
+    with NWBHDF5IO(str(path), "r") as io:
+        nwb = io.read()
+        series = next(iter(nwb.processing["behavior"]["PoseEstimation"]
+                           .pose_estimation_series.values()))
+        stamps = series.get_timestamps()[:]
+        start = nwb.session_start_time
+    assert len(stamps) == N_FRAMES and np.all(np.diff(stamps) > 0)
+    np.testing.assert_allclose(stamps[3:20], frame_times[1])  # the real times
+    np.testing.assert_allclose(stamps[:3], 0.12 - np.arange(3, 0, -1) / 24.0)  # at the fps
+    assert start.replace(tzinfo=None) == datetime.datetime(2026, 12, 3, 10, 0, 0)
+
+
+def test_nwb_session_starts_when_the_video_was_recorded(tmp_path, client_info):
+    import datetime
+
+    import av
+    from pynwb import NWBHDF5IO
+
+    from clamp_track.io.nwb_export import session_start, write_nwb
+
+    path = tmp_path / "cows.mp4"
+    with av.open(str(path), "w", options={"movflags": "use_metadata_tags"}) as out:
+        out.metadata["creation_time"] = "2024-05-06T07:08:09.000000Z"
+        stream = out.add_stream("mpeg4", rate=24)
+        stream.width, stream.height = 32, 32
+        for _ in range(3):
+            frame = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    assert session_start(client_info, "2026-12-03 10:00:00") == datetime.datetime(
+        2024, 5, 6, 7, 8, 9, tzinfo=datetime.timezone.utc)
+    [nwb_file] = write_nwb(make_results(tracks=((1, range(0, 3)),)), tmp_path, client_info,
+                           created="2026-12-03 10:00:00")
+    with NWBHDF5IO(str(nwb_file), "r") as io:  # what NWB readers see
+        assert io.read().session_start_time == datetime.datetime(
+            2024, 5, 6, 7, 8, 9, tzinfo=datetime.timezone.utc)
+    path.unlink()  # no video: the run's time
+    assert session_start(client_info, "2026-12-03 10:00:00").replace(tzinfo=None) == \
+        datetime.datetime(2026, 12, 3, 10, 0, 0)
+
+
+def test_pandas_reads_every_deeplabcut_file_without_a_key(tmp_path, client_info):
+    # DeepLabCut's read_hdf(path) works only for files with exactly one key
+    out = write_dlc(corrected_results(), tmp_path, client_info)
+    for h5 in (out.h5, out.filtered_h5):
+        assert isinstance(pd.read_hdf(h5), pd.DataFrame)
+
+
+def test_single_animal_files_read_as_anipose_and_lightning_pose_read_them(tmp_path, client_info):
+    # anipose 1.x (filter_pose.py, triangulate.py): pd.read_hdf without a key, the scorer
+    # from columns.levels[0][0], then the values reshaped to (frames, bodyparts, 1, 3), which
+    # assumes bodypart-major x, y, likelihood columns. Lightning Pose reads the CSV with three
+    # header rows.
+    results = corrected_results()
+    results = results[results.track == 2]
+    out = write_dlc(results, tmp_path, client_info)
+    xy, conf = raw_array(results, 2)
+    csv = pd.read_csv(out.csv, header=[0, 1, 2], index_col=0)
+    # pandas takes an empty first data row (the animal absent in frame 0; here frames 0..9)
+    # for index names and drops it, as with DeepLabCut's own CSVs (the twin is byte for byte
+    # DeepLabCut's h5 -> csv conversion); the other rows keep their frame numbers
+    assert csv.index[0] == 1 and list(csv.index) == list(range(1, N_FRAMES))
+    for table in (pd.read_hdf(out.h5), csv.reindex(range(N_FRAMES))):
+        scorer = table.columns.levels[0][0]
+        data = table.loc[:, scorer]
+        joints = list(data.columns.get_level_values("bodyparts").unique())
+        assert joints == list(AP10K.source_names)
+        cube = np.array(data).reshape(len(data), len(joints), 1, 3)
+        np.testing.assert_allclose(cube[:, :, 0, :2], xy, rtol=1e-9)
+        np.testing.assert_allclose(cube[:, :, 0, 2], conf, rtol=1e-9)

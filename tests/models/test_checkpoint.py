@@ -99,3 +99,15 @@ def test_numpy_metadata_loads_safely_and_other_objects_need_trust(golden_dir, tm
     out = tmp_path / "ours.pt"
     assert main(["weights", "convert", str(path), "-o", str(out), "--trust"]) == 0
     assert load_checkpoint(out).variant == "clamp_tiny_rn50"
+
+
+def test_checkpoints_are_readable_by_the_group_as_the_umask_allows(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = save_checkpoint(create_model("clamp_tiny_rn50"), tmp_path / "shared.pt")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+    assert [p.name for p in tmp_path.iterdir()] == ["shared.pt"]
