@@ -44,7 +44,7 @@ import pickle
 import re
 import tempfile
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -82,6 +82,8 @@ class ExportInfo:
             net types (it rejects others when it reads the shuffle's ``pytorch_config.yaml``),
             so only such a scorer can match a DeepLabCut project (Task ``clamptrack``, the
             date, shuffle 1) and be found by its project-based tools without renaming.
+        track_names: Names users gave tracks (``{track: "female"}``); they name the
+            individuals of every export instead of ``animal<track>``.
     """
 
     keypoint_set: KeypointSet
@@ -91,6 +93,7 @@ class ExportInfo:
     snapshot: int | str = 0
     n_frames: int | None = None
     dlc_net_type: str | None = None
+    track_names: dict[int, str] = field(default_factory=dict)
 
     @property
     def frames(self) -> int:
@@ -231,9 +234,10 @@ class DlcExport:
     individuals: dict[int, str]
 
 
-def individual_name(track: int) -> str:
-    """DeepLabCut individual of a track id: 1 -> ``animal1``."""
-    return f"animal{int(track)}"
+def individual_name(track: int, names: dict[int, str] | None = None) -> str:
+    """DeepLabCut individual of a track id: 1 -> ``animal1``, or the name the user gave it."""
+    given = (names or {}).get(int(track))
+    return given if given else f"animal{int(track)}"
 
 
 def dlc_table(keypoints, info: ExportInfo, *, single_animal: bool = False,
@@ -280,13 +284,13 @@ def dlc_table(keypoints, info: ExportInfo, *, single_animal: bool = False,
         likelihood = np.where(absent, np.nan, np.where(np.isnan(likelihood), 0.0, likelihood))
         values[frames, slot, kp] = np.column_stack([xy, likelihood])
     names = ["scorer", "individuals", "bodyparts", "coords"]
-    levels = [[info.scorer], [individual_name(t) for t in slots], list(kset.source_names),
-              ["x", "y", "likelihood"]]
+    levels = [[info.scorer], [individual_name(t, info.track_names) for t in slots],
+              list(kset.source_names), ["x", "y", "likelihood"]]
     if single_animal:
         del names[1], levels[1]
     columns = pd.MultiIndex.from_product(levels, names=names)
     frame = pd.DataFrame(values.reshape(n_frames, -1), columns=columns, index=range(n_frames))
-    individuals = {} if single_animal else {t: individual_name(t) for t in tracks}
+    individuals = {} if single_animal else {t: individual_name(t, info.track_names) for t in tracks}
     return frame, coordinates, individuals
 
 

@@ -70,7 +70,7 @@ def write_nwb(keypoints, out_dir: str | os.PathLike, info: ExportInfo, *,
             "for keypoints the user corrected")
             for j, name in enumerate(kset.source_names)]
         behavior.add(ndx_pose.PoseEstimation(
-            name=individual_name(int(track)), pose_estimation_series=series,
+            name=individual_name(int(track), info.track_names), pose_estimation_series=series,
             description=f"{grid.coordinates} keypoints of track {int(track)}",
             source_video=video, scorer=info.model_name, source_software="clamp-track",
             source_software_version=__version__, skeleton=skeleton))

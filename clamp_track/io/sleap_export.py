@@ -44,7 +44,7 @@ def sleap_labels(keypoints, info: ExportInfo, boxes=None, *, smoothed: bool = Tr
         symmetries=[(kset.source_names[a], kset.source_names[b]) for a, b in kset.flip_pairs],
         name=kset.name)
     video = sio.Video(filename=str(info.video.path), open_backend=False)
-    tracks = {int(t): sio.Track(name=individual_name(t))
+    tracks = {int(t): sio.Track(name=individual_name(t, info.track_names))
               for t in sorted(keypoints["track"].unique())}
     scores = {}
     if boxes is not None and len(boxes) and "score" in boxes:

@@ -220,10 +220,22 @@ class ResultStore:
         return {int(t): str(n) for t, n in (self.meta("track_names") or {}).items()}
 
     def set_track_name(self, track: int, name: str | None) -> None:
-        """Name a track (None or blank: remove its name)."""
+        """Name a track (None or blank: remove its name).
+
+        Raises:
+            InputError: Another track has the name, or it holds ``/`` (exports use names as
+                DeepLabCut individuals, SLEAP tracks and NWB object names).
+        """
         names = {str(t): n for t, n in self.track_names().items()}
-        if name and name.strip():
-            names[str(int(track))] = name.strip()
+        name = (name or "").strip()
+        if "/" in name:
+            raise InputError(f"{self.path.name}: a track name cannot hold '/' ({name!r})")
+        taken = [t for t, n in names.items() if n == name and t != str(int(track))]
+        if name and taken:
+            raise InputError(f"{self.path.name}: track {taken[0]} is already named {name!r}; "
+                             "choose another name")
+        if name:
+            names[str(int(track))] = name
         else:
             names.pop(str(int(track)), None)
         self.set_meta(track_names=names)

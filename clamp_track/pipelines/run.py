@@ -555,7 +555,8 @@ def export(store: ResultStore, formats, out_dir: str | os.PathLike | None = None
     out = _output_dir(store.path, out_dir or store.path.parent)
     info = writers.ExportInfo(
         store.keypoints, store.video_info, model_name=(store.meta("model") or {}).get(
-            "variant", "clamp"), date=store.meta("dlc_date"), dlc_net_type=dlc_net_type)
+            "variant", "clamp"), date=store.meta("dlc_date"), dlc_net_type=dlc_net_type,
+        track_names=store.track_names())
     tidy = corrected_table(store)
     stem = Path(info.video.path).stem
     paths: list[Path] = []
