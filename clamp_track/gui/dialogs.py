@@ -51,6 +51,23 @@ def ask(parent: QWidget | None, title: str, question: str) -> bool:
     return answer == QMessageBox.StandardButton.Yes
 
 
+def locate_box(parent: QWidget | None, title: str, message: str) -> QMessageBox:
+    """The refusal of a video, with Locate… and Review without frames (not shown yet)."""
+    box = QMessageBox(QMessageBox.Icon.Warning, title, message, parent=parent)
+    box.setInformativeText("These results were made from another video. Locate the right "
+                           "one, or review without frames.")
+    box.addButton("Locate…", QMessageBox.ButtonRole.AcceptRole)
+    box.addButton("Review without frames", QMessageBox.ButtonRole.RejectRole)
+    return box
+
+
+def offer_locate(parent: QWidget | None, title: str, message: str) -> bool:
+    """Show :func:`locate_box`; True if the user chose Locate…."""
+    box = locate_box(parent, title, message)
+    box.exec()
+    return box.buttonRole(box.clickedButton()) == QMessageBox.ButtonRole.AcceptRole
+
+
 def show_info(parent: QWidget | None, title: str, message: str) -> None:
     """An information message box."""
     QMessageBox.information(parent, title, message)

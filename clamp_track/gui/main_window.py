@@ -51,6 +51,7 @@ from clamp_track.gui.workers import (
     run_task,
 )
 from clamp_track.io.store import SUFFIX, store_path
+from clamp_track.io.video_ref import VideoMismatch, VideoMissing, resolve_video
 from clamp_track.pipelines.review import Coordinates
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ class MainWindow(QMainWindow):
         self.progress_dialog: dialogs.ProgressDialog | None = None  # of the last task started
         self._shown_frame: int | None = None  # the frame whose image is on screen
         self._video_problem = "video not found"  # why there are no frames, for the banner
+        self.video_refusal: str | None = None  # the store's reason for refusing a video
         self._speed = SPEEDS.index(1.0)
         self.play_timer = QTimer(self)
         self.play_timer.timeout.connect(self._tick)
@@ -193,7 +195,15 @@ class MainWindow(QMainWindow):
         row.addWidget(self.coords_box)
         for widget in (self.frame_box, self.speed_box, self.coords_box):
             widget.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
+        # the keyboard goes back to the frame view once a value is chosen, so the shortcuts
+        # (Ctrl+Z, Space, N, arrows) work at once instead of editing the box
+        self.frame_box.editingFinished.connect(self._focus_view)
+        self.speed_box.activated.connect(self._focus_view)
+        self.coords_box.activated.connect(self._focus_view)
         return row
+
+    def _focus_view(self) -> None:
+        self.view.setFocus(Qt.FocusReason.OtherFocusReason)
 
     def _build_docks(self) -> None:
         self.track_panel = TrackPanel(self.state)
@@ -384,44 +394,86 @@ class MainWindow(QMainWindow):
         else:
             self.state.close()
         self.undo_stack.clear()  # its commands belong to the closed results
+        if video is not None and store is not None:  # both named: the video must be the one
+            self._video_problem, self.video_refusal = "video not found", None
+            video = self._checked(video)
+            self._use_video(video)
+            return True
         self._use_video(video or self._find_video())
         return True
 
     def _find_video(self) -> Path | None:
-        """The store's video, or the one the user points to if it moved (None: without)."""
-        if self.state.store is None:
-            return None
-        recorded = Path(self.state.store.video_info.path)
-        if recorded.is_file():
-            return recorded
-        beside = self.state.store.path.parent / recorded.name
-        if beside.is_file():
-            return beside
-        return self.locate_video(recorded) if self.interactive else None
+        """The store's video, found and checked by its fingerprint (None: review without).
 
-    def locate_video(self, missing: Path) -> Path | None:
-        """Ask the user where a moved video is (None: review without frames)."""
-        answer = QMessageBox.question(
-            self, "Video not found",
-            f"The video of these results is not at {missing} any more. Locate it?\n\n"
-            "(Without it you can still review and fix the keypoints, on a blank frame.)")
-        if answer != QMessageBox.StandardButton.Yes:
+        A missing video is asked for; a different video at its place is refused with the
+        store's one-line reason, and the user may locate the right one.
+        """
+        self._video_problem, self.video_refusal = "video not found", None
+        store = self.state.store
+        if store is None:
             return None
+        try:
+            return resolve_video(store)
+        except VideoMismatch as exc:
+            self._video_problem = f"refused {exc.candidate.name}, another video"
+            self.video_refusal = str(exc)
+            if not self.interactive:
+                self.errors.append(str(exc))
+                return None
+            if not dialogs.offer_locate(self, "Different video", str(exc)):
+                return None
+            return self._checked(self.locate_video(exc.recorded, ask=False))
+        except VideoMissing as exc:
+            if not self.interactive:
+                return None
+            return self._checked(self.locate_video(exc.recorded))
+        except ClampTrackError as exc:  # e.g. the file at its place is not a readable video
+            self._video_problem = "the video cannot be read"
+            self.report_error("Cannot read the video", str(exc))
+            return None
+
+    def _checked(self, located: Path | None) -> Path | None:
+        """A video the user located, if it is the store's (then remembered in the store)."""
+        if located is None or self.state.store is None:
+            return None
+        try:
+            found = resolve_video(self.state.store, located)
+        except VideoMismatch as exc:
+            self._video_problem = f"refused {located.name}, another video"
+            self.video_refusal = str(exc)
+            self.report_error("Different video", str(exc))
+            return None
+        except ClampTrackError as exc:
+            self._video_problem = "the video cannot be read"
+            self.report_error("Cannot read the video", str(exc))
+            return None
+        self.video_refusal = None
+        return found
+
+    def locate_video(self, missing: Path, ask: bool = True) -> Path | None:
+        """Ask the user where a moved video is (None: review without frames)."""
+        if ask:
+            answer = QMessageBox.question(
+                self, "Video not found",
+                f"The video of these results is not at {missing} any more. Locate it?\n\n"
+                "(Without it you can still review and fix the keypoints, on a blank frame.)")
+            if answer != QMessageBox.StandardButton.Yes:
+                return None
         path, _ = QFileDialog.getOpenFileName(self, f"Locate {missing.name}",
                                               str(missing.parent), VIDEO_FILTER)
         return Path(path) if path else None
 
     def locate_video_dialog(self) -> None:
-        """File → Locate video."""
+        """File → Locate video…: the chosen file is checked, then remembered in the store."""
         if self.state.store is not None:
-            found = self.locate_video(Path(self.state.store.video_info.path))
+            found = self._checked(self.locate_video(Path(self.state.store.video_info.path),
+                                                    ask=False))
             if found:
                 self._use_video(found)
 
     def _use_video(self, video: Path | None) -> None:
         self._stop_loader()
         self.video_times = None
-        self._video_problem = "video not found"
         self.state.set_video(video)
         if video is not None:
             self.loader = FrameLoader(video, parent=self)
@@ -515,6 +567,9 @@ class MainWindow(QMainWindow):
         if s.store is None and s.video_path is not None:
             text = ("No results for this video yet. Run the pipeline (Run → Run pipeline…, "
                     "Ctrl+R) to track the animals and estimate their poses.")
+        elif s.store is not None and s.video_path is None and self.video_refusal:
+            text = (f"No frames: {self.video_refusal}. Showing the results on a blank frame; "
+                    "File → Locate video… to see them.")
         elif s.store is not None and s.video_path is None:
             text = (f"No frames ({self._video_problem}: {Path(s.store.video_info.path).name}):"
                     " showing the results on a blank frame. File → Locate video… to see them.")

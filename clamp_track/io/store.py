@@ -77,11 +77,13 @@ class Snapshot:
         track: The track the rows belong to.
         instances: ``instances`` rows, all columns in table order.
         corrections: ``corrections`` rows, all columns in table order.
+        rule: The rule the delete recorded, dropped when the rows are put back.
     """
 
     track: int
     instances: tuple[tuple, ...]
     corrections: tuple[tuple, ...]
+    rule: int | None = None  # the rule the delete recorded (dropped again by an undo)
 
 
 class ResultStore:
@@ -665,10 +667,11 @@ class ResultStore:
     def restore(self, snapshot: Snapshot, *, forget: int | None = None) -> None:
         """Put the rows of a :meth:`snapshot` back (replacing rows at the same keys), atomically.
 
-        ``forget``: the rule of the delete being undone, dropped in the same transaction.
+        ``forget``: the rule of the delete being undone (default: the snapshot's), dropped in
+        the same transaction.
         """
         with self._transaction():
-            self._drop_rule(forget)
+            self._drop_rule(snapshot.rule if forget is None else forget)
             self._db.executemany(
                 "INSERT OR REPLACE INTO instances (frame, track, x1, y1, x2, y2, box_score, raw, "
                 "smooth) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", snapshot.instances)
