@@ -40,18 +40,22 @@ def test_run_from_the_gui_keeps_the_window_live_and_opens_the_results(qtbot, win
     assert wait_task(window, worker)[0] == "succeeded"
     timer.stop()
     assert sum(ticks) >= 3  # the event loop kept running during the run
-    assert (16, 16) in progress and window.progress_dialog.bar.value() == 16
+    assert (16, 16) in progress and window.task_panel.bar.value() == 16
     qtbot.waitUntil(lambda: window.state.store is not None)
     assert window.state.store.path == fresh_video.parent / "cows.mp4.clamp.sqlite"
     assert window.state.data.track_ids == [1, 2] and not window.banner.isVisible()
 
 
-def test_cancel_then_resume(window, wait_task, fresh_video, cows_boxes, settings, messages):
+def test_cancel_then_resume(window, wait_task, fresh_video, cows_boxes, settings, messages,
+                            monkeypatch):
+    from clamp_track.gui import dialogs
+
+    monkeypatch.setattr(dialogs, "ask", lambda *args: True)  # "Stop the run now?" Yes
     window.open_paths(fresh_video)
     request = RunRequest(fresh_video, settings(cows_boxes[1], end=32))
     worker = window.start_run(request)
     worker.progressed.connect(lambda done, total, _: done >= 8
-                              and window.progress_dialog.cancel_button.click())
+                              and window.task_panel.cancel_button.click())
     signal, message = wait_task(window, worker)
     assert signal == "cancelled" and "cancelled at frame" in message and messages == []
     store_file = fresh_video.parent / "cows.mp4.clamp.sqlite"
