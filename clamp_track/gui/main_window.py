@@ -87,7 +87,7 @@ class MainWindow(QMainWindow):
         self.task_panel: dialogs.TaskPanel | None = None  # of the last task started
         self._shown_frame: int | None = None  # the frame whose image is on screen
         self._video_problem = "video not found"  # why there are no frames, for the banner
-        self.video_refusal: str | None = None  # the store's reason for refusing a video
+        self.video_refusal: VideoMismatch | None = None  # why the store refused a video
         self._kept_reruns: set[Path] = set()  # re-run stores whose banner was dismissed
         self._speed = SPEEDS.index(1.0)
         self.play_timer = QTimer(self)
@@ -492,7 +492,7 @@ class MainWindow(QMainWindow):
             return resolve_video(store)
         except VideoMismatch as exc:
             self._video_problem = f"refused {exc.candidate.name}, another video"
-            self.video_refusal = str(exc)
+            self.video_refusal = exc
             if not self.interactive:
                 self.errors.append(str(exc))
                 return None
@@ -516,7 +516,7 @@ class MainWindow(QMainWindow):
             found = resolve_video(self.state.store, located)
         except VideoMismatch as exc:
             self._video_problem = f"refused {located.name}, another video"
-            self.video_refusal = str(exc)
+            self.video_refusal = exc
             self.report_error("Different video", str(exc))
             return None
         except ClampTrackError as exc:
@@ -650,8 +650,10 @@ class MainWindow(QMainWindow):
             text = ("No results for this video yet. Run the pipeline (Run → Run pipeline…, "
                     "Ctrl+R) to track the animals and estimate their poses.")
         elif s.store is not None and s.video_path is None and self.video_refusal:
-            text = (f"No frames: {self.video_refusal}. Showing the results on a blank frame; "
-                    "File → Locate video… to see them.")
+            refusal = self.video_refusal
+            text = (f"No frames: {refusal.candidate} is not the video these results were "
+                    f"made from ({refusal.reason}). Showing them on a blank frame; File → "
+                    "Locate video… to see them.")
         elif s.store is not None and s.video_path is None:
             text = (f"No frames ({self._video_problem}: {Path(s.store.video_info.path).name}):"
                     " showing the results on a blank frame. File → Locate video… to see them.")
@@ -662,6 +664,7 @@ class MainWindow(QMainWindow):
         if s.store is not None and not s.editable:
             text = (text + " " if text else "") + "The results file is read-only: edits are off."
         self.banner.setText(text)
+        self.banner.setToolTip(str(self.video_refusal or ""))
         self.banner.setVisible(bool(text))
 
     def _frame_changed(self, frame: int) -> None:

@@ -57,11 +57,14 @@ class VideoMismatch(InputError):
         store: The store file.
         recorded: Where the store's video was.
         candidate: The file that was refused.
+        reason: How it differs, e.g. ``90 frames instead of 104``.
     """
 
-    def __init__(self, message: str, store: Path, recorded: Path, candidate: Path):
+    def __init__(self, message: str, store: Path, recorded: Path, candidate: Path,
+                 reason: str = ""):
         super().__init__(message)
         self.store, self.recorded, self.candidate = store, recorded, candidate
+        self.reason = reason
 
 
 class VideoMissing(InputError):
@@ -225,7 +228,7 @@ class VideoRef:
                 unique.append(Path(key))
         return unique
 
-    def check(self, candidate: Path, store_file: Path, info=None) -> str | None:
+    def check(self, candidate: Path, store_file: Path, info=None) -> VideoMismatch | None:
         """Why ``candidate`` is not this video (None: it is).
 
         Args:
@@ -253,9 +256,12 @@ class VideoRef:
                 diff.append(f"{other.n_frames} frames instead of {info.n_frames}")
         if not diff:
             return None
-        return (f"{candidate}: not the video of {Path(store_file).name} (made from "
-                f"{self.absolute}): {', '.join(diff)}; locate the right video (--video PATH, "
-                "or File > Locate video in the GUI)")
+        reason = ", ".join(diff)
+        return VideoMismatch(
+            f"{candidate}: not the video of {Path(store_file).name} (made from "
+            f"{self.absolute}): {reason}; locate the right video (--video PATH, or File > "
+            "Locate video in the GUI)", Path(store_file), Path(self.absolute), candidate,
+            reason)
 
 
 def resolve_video(store, given: str | os.PathLike | None = None, *,
@@ -295,7 +301,7 @@ def resolve_video(store, given: str | os.PathLike | None = None, *,
                 remember_video(store, candidate, ref.fingerprint)
             return candidate
         log.warning("%s", why)
-        refusal = refusal or VideoMismatch(why, store_file, Path(ref.absolute), candidate)
+        refusal = refusal or why
     if refusal is not None:
         raise refusal
     raise VideoMissing(f"{store_file}: its video {ref.absolute} is missing (moved or "

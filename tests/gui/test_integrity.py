@@ -37,7 +37,8 @@ def _two_sites(results, shared_data, tmp_path) -> tuple[Path, Path]:
     return site_a, site_b
 
 
-def test_a_different_video_is_refused_and_locate_is_offered(window, results, shared_data,
+def test_a_different_video_is_refused_and_locate_is_offered(qtbot, window, results,
+                                                            shared_data,
                                                             tmp_path, monkeypatch, messages,
                                                             wait_image):
     from clamp_track.gui import dialogs
@@ -52,9 +53,18 @@ def test_a_different_video_is_refused_and_locate_is_offered(window, results, sha
     assert "\n" not in line and str(site_b / "cows.mp4") in line
     assert "not the video of cows.mp4.clamp.sqlite" in line and "90 frames instead of 104" in line
     assert window.loader is None and window.state.video_path is None
-    assert "not the video of" in window.banner.text() and "Locate video" in window.banner.text()
+    banner = window.banner.text()
+    assert f"{site_b / 'cows.mp4'} is not the video these results were made from" in banner
+    assert "90 frames instead of 104" in banner and "Locate video" in banner
+    assert window.banner.toolTip() == line
     assert len(window.view.keypoint_items) == 34  # still reviewable, on a blank frame
+    qtbot.wait(100)  # let the layout fit the banner before the screenshot
     _shot(window, "wrong_video_refused.png")
+    if SHOTS:  # the refusal itself, as the user sees it before choosing
+        box = dialogs.locate_box(window, "Different video", line)
+        box.show()
+        box.grab().save(str(Path(SHOTS) / "wrong_video_refusal_dialog.png"))
+        box.close()
 
     # Locate… with the right video: checked, used, and remembered in the store
     monkeypatch.setattr(dialogs, "offer_locate", lambda p, t, m: True)

@@ -150,3 +150,18 @@ def test_undoing_an_edit_drops_its_rule(first_run, tmp_path):
         assert [r["kind"] for r in store.rules()] == ["delete"]
         store.restore(snapshot, forget=rule)
         assert store.rules() == []
+
+
+def test_moved_keypoints_counts_what_moved_more_than_a_few_pixels(first_run, tmp_path):
+    from clamp_track.pipelines.replay import moved_keypoints
+
+    store_file, _ = first_run
+    copy = tmp_path / store_file.name
+    shutil.copy(store_file, copy)
+    with ResultStore.open(store_file, readonly=True) as old, ResultStore.open(copy) as new:
+        track = new.track_ids()[0]
+        x, y = new.track(track)["raw"][3, 0, :2]
+        new.set_correction(3, track, 0, float(x) + 20, float(y))  # moved 20 px
+        new.set_correction(4, track, 0, *map(float, new.track(track)["raw"][4, 0, :2] + 2))
+        moved, compared = moved_keypoints(old, new)
+        assert moved == 1 and compared == len(old.tidy().dropna(subset=["x"]))
