@@ -135,6 +135,10 @@ def _rerun(sources, weights, videos) -> None:
         video = videos[i] if i < len(videos) else None
         summary = rerun(store, weights, video=video)
         print(f"re-run: {summary.line()}")
+        if summary.carried is not None:
+            print(f"re-run: {summary.carried.line()}")
+            for line in summary.carried.unplaced:
+                print(f"re-run: not placed: {line}")
 
 
 def _source(path: str, args, cfg):

@@ -488,6 +488,11 @@ class MainWindow(QMainWindow):
         store = self.state.store
         if store is None:
             return None
+        if store.video_ref.legacy:
+            self.statusBar().showMessage(
+                f"{store.path.name} was written before clamp-track fingerprinted videos: its "
+                "video is matched by frame size and count; the fingerprint is new from now on",
+                20000)
         try:
             return resolve_video(store)
         except VideoMismatch as exc:

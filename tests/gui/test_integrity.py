@@ -108,3 +108,24 @@ def test_focus_returns_to_the_frame_view_after_the_frame_box(qtbot, window, cows
     assert window.state.frame == 13
     QTest.keyClick(focus, Qt.Key.Key_N)
     assert window.state.queue.cursor >= 0
+
+
+def test_naming_an_animal_reaches_the_store_and_the_title(window, results, monkeypatch):
+    from PyQt6.QtWidgets import QInputDialog
+
+    window.open_paths(results.video, results.store)
+    window.state.select([2])
+    monkeypatch.setattr(QInputDialog, "getText", lambda *a, **k: ("male", True))
+    window.act_name.trigger()
+    assert window.state.store.track_names() == {2: "male"} and "2: male" in window.windowTitle()
+
+
+def test_a_store_from_before_fingerprints_opens_with_a_warning(window, results, wait_image):
+    with ResultStore.open(results.store) as store:
+        store._db.execute("DELETE FROM meta WHERE key = 'video_ref'")  # as written before
+        store.set_meta(video=dict(store.meta("video"), path=str(results.video)))
+    assert window.open_paths(store=results.store)
+    wait_image(window)
+    assert "fingerprint is new" in window.statusBar().currentMessage()
+    with ResultStore.open(results.store, readonly=True) as store:
+        assert not store.video_ref.legacy  # recorded on this first open
