@@ -39,8 +39,9 @@ from clamp_track.errors import InputError
 log = logging.getLogger(__name__)
 
 META_KEY = "video_ref"
-# Frames sampled for the hash: first, middle, last (as fractions of the frame count).
-_SAMPLES = (0.0, 0.5, 1.0)
+# Frames sampled for the hash, in seconds from the start: decoded in one short pass from the
+# first frame, so fingerprinting never seeks (slow, or decoding everything, in some files).
+_SAMPLES_S = (0.0, 0.5, 1.0)
 # Side of the grey thumbnail each sampled frame is reduced to before hashing.
 _THUMB = 8
 # Mean absolute thumbnail difference (grey levels, 0-255) still taken as the same frames:
@@ -89,8 +90,8 @@ class Fingerprint:
         duration_s: ``n_frames / fps`` in seconds.
         width: Frame width in pixels.
         height: Frame height in pixels.
-        frames_hash: Hex of the 8x8 grey thumbnails of the first, middle and last frames
-            (64 bytes each): compared with a small tolerance, so two decoders that round
+        frames_hash: Hex of the 8x8 grey thumbnails of the frames at 0, 0.5 and 1 s (64
+            bytes each): compared with a small tolerance, so two decoders that round
             differently still agree while other footage does not.
         file_size: Size of the file in bytes (a fast path: same path, size and mtime is
             accepted without decoding).
@@ -107,7 +108,7 @@ class Fingerprint:
 
     @classmethod
     def of(cls, video: str | os.PathLike) -> Fingerprint:
-        """Fingerprint a video file (probes it and decodes three frames).
+        """Fingerprint a video file (probes it and decodes its first second).
 
         Raises:
             InputError: The file is missing or not a readable video.
@@ -117,9 +118,10 @@ class Fingerprint:
         path = Path(video)
         with VideoReader(path, prefetch=0) as reader:
             info = reader.info
-            n = info.n_frames
-            picks = sorted({min(n - 1, int(round(f * (n - 1)))) for f in _SAMPLES})
-            thumbs = [_thumbnail(reader.read(i).image) for i in picks]
+            n, fps = info.n_frames, info.fps or 25.0
+            picks = sorted({min(n - 1, int(round(t * fps))) for t in _SAMPLES_S})
+            reader.end = picks[-1] + 1
+            thumbs = [_thumbnail(f.image) for f in reader if f.index in picks]
         stat = path.stat()
         return cls(int(n), round(float(info.duration_s), 4), int(info.width), int(info.height),
                    b"".join(thumbs).hex(), int(stat.st_size), int(stat.st_mtime_ns))
