@@ -158,10 +158,9 @@ def test_no_corrected_frames_is_a_clear_error(pipeline_store, tmp_path):
 def test_missing_video_is_named_and_can_be_pointed_at(pipeline_store, tmp_path):
     store, _ = pipeline_store
     copy = _copy_store(store, tmp_path / "moved", keep_corrections=True)
-    with ResultStore.open(copy) as s:
-        info = dict(s.meta("video"))
-        info["path"] = str(tmp_path / "gone" / "cows.mp4")
-        s.set_meta(video=info)
+    with ResultStore.open(copy) as s:  # the video moved (the store records where it was)
+        s.set_meta(video_ref=dict(s.meta("video_ref"), absolute=str(tmp_path / "gone" /
+                                                                    "cows.mp4"), relative=None))
     with pytest.raises(InputError, match=r"its video .*gone/cows.mp4 is missing.*--video PATH"):
         load_sources([copy], FinetuneConfig())
     with ResultStore.open(store, readonly=True) as s:
