@@ -396,29 +396,10 @@ def _read_source(source, cfg: FinetuneConfig) -> tuple[Labels, dict | None]:
 
 def _store_labels(store, cfg: FinetuneConfig) -> Labels:
     from clamp_track.io.labels import labels_from_store
+    from clamp_track.io.video_ref import video_among
 
     return labels_from_store(store, untouched=cfg.untouched, min_confidence=cfg.min_confidence,
-                             video=_video_for(store, cfg.videos))
-
-
-def _video_for(store, videos: Sequence[str]) -> Path | None:
-    """The ``--video`` meant for ``store``.
-
-    A file of the same name, or one in a given folder; a single file is taken for a store
-    whose own video is missing, whatever its name.
-    """
-    if not videos:
-        return None
-    name = Path(store.video_info.path).name
-    for video in map(Path, videos):
-        if video.is_dir() and (video / name).is_file():
-            return video / name
-        if video.is_file() and video.name == name:
-            return video
-    files = [Path(v) for v in videos if Path(v).is_file()]
-    if len(files) == 1 and not Path(store.video_info.path).is_file():
-        return files[0]
-    return None
+                             video=video_among(store, cfg.videos))
 
 
 def _nothing_labelled(names: list[str], parts: list[Labels]) -> str:

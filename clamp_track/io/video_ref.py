@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -309,6 +310,28 @@ def resolve_video(store, given: str | os.PathLike | None = None, *,
     raise VideoMissing(f"{store_file}: its video {ref.absolute} is missing (moved or "
                        "deleted?); point at it with --video PATH (File > Locate video in the "
                        "GUI)", store_file, Path(ref.absolute))
+
+
+def video_among(store, videos: Sequence[str | os.PathLike]) -> Path | None:
+    """The video among the ones a user listed (``--video``: files or folders) meant for ``store``.
+
+    A file of the store's video's name, or one in a listed folder; a single listed file is
+    taken for a store whose recorded video is missing, whatever its name; None when none is
+    (the store's own reference is then used). The pick is then checked like any video the user
+    names (:func:`resolve_video`).
+    """
+    if not videos:
+        return None
+    name = Path(store.video_ref.absolute).name
+    for video in map(Path, videos):
+        if video.is_dir() and (video / name).is_file():
+            return video / name
+        if video.is_file() and video.name == name:
+            return video
+    files = [Path(v) for v in videos if Path(v).is_file()]
+    if len(files) == 1 and not Path(store.video_ref.absolute).is_file():
+        return files[0]
+    return None
 
 
 def remember_video(store, video: Path, fingerprint: Fingerprint | None = None) -> VideoRef:

@@ -21,6 +21,7 @@ from clamp_track.io.video_ref import (
     VideoMissing,
     VideoRef,
     resolve_video,
+    video_among,
 )
 from clamp_track.skeleton import from_names
 from clamp_track.types import PosePredictions
@@ -177,3 +178,46 @@ def test_export_video_from_the_other_site_uses_the_store_video(sites, capsys):
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "Traceback" not in err
     assert "not the video of dog.mp4.clamp.sqlite" in err and str(site_b / "dog.mp4") in err
+
+
+def test_the_listed_video_meant_for_a_store_is_picked_by_name_or_folder(sites, tmp_path):
+    """``finetune --video`` / ``--rerun``: a listed folder or file is matched to each store."""
+    site_a, site_b = sites
+    path = _make_store(site_b / "dog.mp4")
+    card = tmp_path / "card3"
+    card.mkdir()
+    shutil.move(site_b / "dog.mp4", card / "dog.mp4")
+    with ResultStore.open(path, readonly=True) as store:
+        assert video_among(store, []) is None
+        assert video_among(store, [str(tmp_path / "nothing"), str(card)]) == card / "dog.mp4"
+        assert video_among(store, [str(card / "dog.mp4")]) == card / "dog.mp4"
+        renamed = shutil.copy(card / "dog.mp4", tmp_path / "renamed.mp4")
+        assert video_among(store, [renamed]) == Path(renamed)  # the only file, video missing
+        # a same-named video of another card is picked, then refused when checked
+        assert video_among(store, [str(site_a)]) == site_a / "dog.mp4"
+        with pytest.raises(VideoMismatch):
+            resolve_video(store, video_among(store, [str(site_a)]))
+
+
+def test_finetune_rerun_gives_each_store_its_listed_video(sites, tmp_path, monkeypatch):
+    """Before: ``--video`` values were paired with the stores by position, so a folder (which
+    ``--video`` accepts) reached ``rerun`` as a file and failed."""
+    import types
+
+    import clamp_track.pipelines.run as run
+    from clamp_track.commands.finetune import _rerun
+
+    _, site_b = sites
+    path = _make_store(site_b / "dog.mp4")
+    card = tmp_path / "card3"
+    card.mkdir()
+    shutil.move(site_b / "dog.mp4", card / "dog.mp4")
+    seen = []
+
+    def rerun(store, weights, video=None):
+        seen.append((Path(store), video))
+        return types.SimpleNamespace(line=lambda: "ok", carried=None)
+
+    monkeypatch.setattr(run, "rerun", rerun)
+    _rerun([str(path)], tmp_path / "w.pt", [str(tmp_path / "labels"), str(card)])
+    assert seen == [(path, card / "dog.mp4")]
