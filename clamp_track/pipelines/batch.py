@@ -249,12 +249,14 @@ def _check_shared_boxes(cfg: RunConfig, n_videos: int) -> None:
                          "--boxes with {stem}, e.g. boxes/{stem}.det.txt")
 
 
-def store_state(path: Path, cfg: RunConfig) -> tuple[str, int]:
+def store_state(path: Path, cfg: RunConfig, video: Path | None = None) -> tuple[str, int]:
     """What is already in a video's store.
 
     Returns:
         ``(state, next_frame)``: ``missing``, ``complete`` or ``partial`` (made with ``cfg``;
-        ``partial`` resumes at ``next_frame``), ``different`` (other settings) or
+        ``partial`` resumes at ``next_frame``), ``different`` (other settings), ``other
+        video`` (the store was made from another video, e.g. a same-named file of another
+        card: never skipped nor resumed, see :func:`~clamp_track.pipelines.run.run_video`) or
         ``unreadable``; ``next_frame`` is ``cfg.start`` unless partial.
     """
     if not path.is_file():
@@ -263,6 +265,9 @@ def store_state(path: Path, cfg: RunConfig) -> tuple[str, int]:
         with ResultStore.open(path, readonly=True) as store:
             if store.meta("config") != to_dict(cfg):
                 return "different", cfg.start
+            if video is not None and store.video_ref.check(Path(video), path,
+                                                           store.video_info) is not None:
+                return "other video", cfg.start
             if store.complete:
                 return "complete", cfg.start
             return "partial", (store.meta("resume") or {}).get("next", cfg.start)
@@ -339,7 +344,7 @@ def process_video(task: VideoTask, channel: Channel | None = None) -> VideoResul
     try:
         if channel.stopping():
             return _interrupted(task)
-        state, next_frame = store_state(task.store, task.cfg)
+        state, next_frame = store_state(task.store, task.cfg, task.video)
         if state == "complete" and not task.overwrite:
             return skipped_result(task)
         _check_boxes_file(task.cfg)
@@ -725,7 +730,7 @@ def run_batch(tasks: Sequence[VideoTask], bcfg: BatchConfig = BatchConfig(),
     """
     results: list[VideoResult | None] = [None] * len(tasks)
     for i, task in enumerate(tasks):
-        if not task.overwrite and store_state(task.store, task.cfg)[0] == "complete":
+        if not task.overwrite and store_state(task.store, task.cfg, task.video)[0] == "complete":
             results[i] = skipped_result(task)
     todo = [i for i, r in enumerate(results) if r is None]
     tally = _Tally(len(tasks), len(tasks) - len(todo))

@@ -311,6 +311,8 @@ def _output_dir(video: Path, out_dir) -> Path:
 def _open_store(path: Path, video: Path, info, cfg: RunConfig, models: Models, resume: bool,
                 overwrite: bool) -> tuple[ResultStore, dict]:
     resolved = to_dict(cfg)
+    if path.exists() and not overwrite:
+        _check_same_video(path, video)
     if path.exists() and resume:
         store = ResultStore.open(path)
         if store.meta("config") != resolved:
@@ -338,6 +340,23 @@ def _open_store(path: Path, video: Path, info, cfg: RunConfig, models: Models, r
     }
     dump_yaml(resolved, path.parent / "config.resolved.yaml")
     return ResultStore.create(path, meta), {"next": cfg.start}
+
+
+def _check_same_video(path: Path, video: Path) -> None:
+    """Refuse to resume or replace the results of another video.
+
+    E.g. a same-named ``IMAG0001.AVI`` of another card run into the same ``-o`` folder.
+    """
+    try:
+        with ResultStore.open(path, readonly=True) as old:
+            ref = old.video_ref
+            why = ref.check(video, path, old.video_info)
+    except InputError:  # unreadable: the old checks say what to do with it
+        return
+    if why is not None:
+        raise InputError(f"{path}: holds the results of {ref.absolute}, not of {video} "
+                         f"({why.reason}); write these elsewhere with -o DIR, or replace them "
+                         "with --overwrite")
 
 
 def _process(video: Path, end: int, store: ResultStore, state: dict, cfg: RunConfig,
