@@ -108,6 +108,33 @@ def test_focus_returns_to_the_frame_view_after_the_frame_box(qtbot, window, cows
     assert window.state.frame == 13
     QTest.keyClick(focus, Qt.Key.Key_N)
     assert window.state.queue.cursor >= 0
+    QTest.keyClick(focus, Qt.Key.Key_Space)
+    assert window.play_timer.isActive()
+    QTest.keyClick(focus, Qt.Key.Key_Space)
+    assert not window.play_timer.isActive()
+
+
+def test_undo_and_frame_keys_work_from_the_frame_box_and_the_panels(qtbot, window, results,
+                                                                    wait_image):
+    """Every shortcut works from every widget but a text field being typed in."""
+    window.open_paths(results.video, results.store)
+    wait_image(window)
+    window.view.keypointMoved.emit(1, 0, 10.0, 10.0)
+    assert len(window.state.store.corrections()) == 1
+    window.frame_box.setFocus()
+    QTest.keyClicks(window.frame_box, "5")
+    QTest.keyClick(window.frame_box, Qt.Key.Key_Return)
+    QTest.keyClick(QApplication.focusWidget(), Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert window.state.store.corrections() == []  # Ctrl+Z undid the edit, not the box
+    table = window.track_panel.view
+    table.setFocus()
+    assert QApplication.focusWidget() is table
+    frame = window.state.frame
+    QTest.keyClick(table, Qt.Key.Key_Right)
+    assert window.state.frame == frame + 1
+    QTest.keyClick(table, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier
+                   | Qt.KeyboardModifier.ShiftModifier)
+    assert len(window.state.store.corrections()) == 1  # redo from the animals list
 
 
 def test_naming_an_animal_reaches_the_store_and_the_title(window, results, monkeypatch):
