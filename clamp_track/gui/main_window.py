@@ -642,6 +642,7 @@ class MainWindow(QMainWindow):
         if self._rerun_report() is not None:
             title += " — NEW results (re-run)"
         names = s.store.track_names() if s.store is not None else {}
+        self.view.names = names
         if names:
             title += " — " + ", ".join(f"{t}: {n}" for t, n in sorted(names.items()))
         self.setWindowTitle(title + ("" if s.editable or s.store is None else " (read-only)"))

@@ -60,11 +60,17 @@ class CarryReport:
     def line(self) -> str:
         """One line for the terminal and the GUI banner."""
         text = (f"carried {self.corrections} of {self.corrections_total} corrected keypoints, "
-                f"{self.rules} identity edits and {self.names} track names over; "
-                f"{self.moved} of {self.compared} keypoints moved more than {MOVED_PX:g} px")
+                f"{_count(self.rules, 'identity edit')} and {_count(self.names, 'track name')} "
+                f"over; {self.moved} of {self.compared} keypoints moved more than "
+                f"{MOVED_PX:g} px")
         if self.unplaced:
-            text += f"; {len(self.unplaced)} edits could not be placed"
+            text += (f"; {_count(len(self.unplaced), 'edit')} could not be placed")
         return text
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 track name``, ``2 track names``."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PyQt6.QtCore import Qt
 from PyQt6.QtTest import QTest
-from PyQt6.QtWidgets import QApplication
+from PyQt6.QtWidgets import QApplication, QGraphicsSimpleTextItem
 
 from clamp_track.io.store import ResultStore
 
@@ -145,6 +145,12 @@ def test_naming_an_animal_reaches_the_store_and_the_title(window, results, monke
     monkeypatch.setattr(QInputDialog, "getText", lambda *a, **k: ("male", True))
     window.act_name.trigger()
     assert window.state.store.track_names() == {2: "male"} and "2: male" in window.windowTitle()
+    model = window.track_panel.model
+    shown = [model.cell(row, 0, Qt.ItemDataRole.DisplayRole) for row in model.rows]
+    assert shown == ["1", "2: male"]
+    labels = [item.text() for item in window.view.scene().items()
+              if isinstance(item, QGraphicsSimpleTextItem)]
+    assert " animal 2: male " in labels and " animal 1 " in labels
 
 
 def test_a_store_from_before_fingerprints_opens_with_a_warning(window, results, wait_image):
