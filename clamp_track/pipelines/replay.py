@@ -243,7 +243,7 @@ def carry_names(old, new) -> int:
 
 
 def moved_keypoints(old, new, px: float = MOVED_PX) -> tuple[int, int]:
-    """Corrected keypoints that moved more than ``px`` between two runs of a video.
+    """Keypoints (as corrected, where they were) that moved more than ``px`` between two runs.
 
     Instances are paired per frame by box overlap; a keypoint is compared where both runs
     have a position for it.
