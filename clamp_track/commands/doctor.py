@@ -3,8 +3,9 @@
 One line per check, ``ok`` / ``--`` (optional part missing) / ``FAIL``: versions, the devices
 torch sees, a pose self-test on each (a small random-weight CLAMP through the pipeline's own
 :class:`~clamp_track.pipelines.pose.PoseEstimator`, on GPUs with fp16 and compared with the
-CPU result, with crops/s), decoding a generated H.264 clip, the optional extras and the weights
-cache. Exit status 1 if a required check fails, so it can gate a cluster job.
+CPU result, with crops/s), decoding a generated H.264 clip, the optional extras, whether Qt's
+platform plugin loads (else the apt/dnf line for its missing libraries) and the weights cache.
+Exit status 1 if a required check fails, so it can gate a cluster job.
 """
 
 from __future__ import annotations
@@ -80,8 +81,106 @@ def run(args: argparse.Namespace) -> int:
             hint = f"pip install 'clamp-track[{extra}]'" if extra else "pip install decord"
             r.line("--", module.split(".")[0], f"not available for {purpose} "
                    f"({type(exc).__name__}); {hint}")
+    if "PyQt6" in sys.modules:
+        _qt_platform(r)
     _weights(r)
     return 1 if r.failed else 0
+
+
+# Starts a QApplication on the platform plugin the review GUI would use; Qt aborts the process
+# (exit 134) when the plugin cannot load, hence a child process.
+_QT_PROBE = ("from PyQt6.QtWidgets import QApplication; app = QApplication(['clamp-track']); "
+             "print(app.platformName())")
+# Debian package -> Fedora/RHEL package, for the libraries Qt's xcb plugin needs.
+_DNF = {"libxcb-cursor0": "xcb-util-cursor", "libxcb-icccm4": "xcb-util-wm",
+        "libxcb-keysyms1": "xcb-util-keysyms", "libxcb-image0": "xcb-util-image",
+        "libxcb-render-util0": "xcb-util-renderutil", "libxkbcommon-x11-0": "libxkbcommon-x11",
+        "libxkbcommon0": "libxkbcommon", "libxcb-xinerama0": "libxcb",
+        "libxcb-shape0": "libxcb", "libxcb-xkb1": "libxcb", "libegl1": "libglvnd-egl",
+        "libgl1": "libglvnd-glx", "libfontconfig1": "fontconfig", "libdbus-1-3": "dbus-libs"}
+
+
+def debian_package(soname: str) -> str:
+    """The Debian/Ubuntu package of a shared library, e.g. ``libxcb-icccm4``.
+
+    ``libxcb-icccm.so.4`` -> ``libxcb-icccm4``; a ``-`` goes before the version when the name
+    ends in a digit: ``libxkbcommon-x11.so.0`` -> ``libxkbcommon-x11-0``.
+    """
+    name, _, version = soname.partition(".so.")
+    major = version.split(".")[0]
+    return name + ("-" if name[-1:].isdigit() else "") + major
+
+
+def missing_qt_packages(stderr: str, ldd: str) -> list[str]:
+    """Debian packages Qt's xcb plugin lacks, from Qt's message and ``ldd`` of the plugin."""
+    import re
+
+    found = [debian_package(m) for m in re.findall(r"^\s*(\S+\.so\.[\d.]+) => not found",
+                                                   ldd, re.MULTILINE)]
+    if "libxcb-cursor0 is needed" in stderr:
+        found.insert(0, "libxcb-cursor0")
+    return list(dict.fromkeys(found))
+
+
+def install_lines(packages: list[str]) -> list[str]:
+    """The apt and dnf commands that install ``packages``."""
+    dnf = list(dict.fromkeys(_DNF.get(p, p) for p in packages))
+    return [f"sudo apt-get install {' '.join(packages)}   (Debian/Ubuntu)",
+            f"sudo dnf install {' '.join(dnf)}   (Fedora/RHEL)"]
+
+
+def _qt_platform(r: _Report) -> None:
+    """Whether the review GUI can open a window here: Qt's platform plugin must load."""
+    import os
+    import subprocess
+
+    if sys.platform != "linux":
+        return
+    wanted = os.environ.get("QT_QPA_PLATFORM") or (
+        "wayland" if os.environ.get("WAYLAND_DISPLAY") else "xcb")
+    env = {**os.environ, "QT_QPA_PLATFORM": wanted}
+    try:
+        done = subprocess.run([sys.executable, "-c", _QT_PROBE], env=env, capture_output=True,
+                              text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        r.line("--", "Qt platform", f"the {wanted} plugin did not start within 60 s")
+        return
+    if done.returncode == 0:
+        r.line("ok", "Qt platform", f"{done.stdout.strip() or wanted} plugin loads (review "
+               "opens a window)")
+        return
+    missing = missing_qt_packages(done.stderr, _ldd_of_plugin(wanted))
+    if missing:
+        r.line("--", "Qt platform", f"the {wanted} plugin cannot load: missing "
+               f"{', '.join(missing)}; `clamp-track review` aborts until they are installed:")
+        for line in install_lines(missing):
+            print(f"{'':28}{line}", flush=True)
+    elif wanted == "xcb" and not os.environ.get("DISPLAY"):
+        r.line("--", "Qt platform", "no display (DISPLAY is not set): review opens no window "
+               "here; `clamp-track review --screenshot OUT.png` renders offscreen")
+    else:
+        reason = next((ln for ln in done.stderr.splitlines() if ln.strip()), "no reason given")
+        r.line("--", "Qt platform", f"the {wanted} plugin does not start ({reason.strip()})")
+
+
+def _ldd_of_plugin(platform_name: str) -> str:
+    """``ldd`` output of Qt's platform plugin (empty if unavailable)."""
+    import shutil
+    import subprocess
+
+    try:
+        from PyQt6.QtCore import QLibraryInfo
+    except ImportError:
+        return ""
+    folder = Path(QLibraryInfo.path(QLibraryInfo.LibraryPath.PluginsPath)) / "platforms"
+    plugin = folder / f"libq{platform_name}.so"
+    if not plugin.is_file() or not shutil.which("ldd"):
+        return ""
+    try:
+        return subprocess.run(["ldd", str(plugin)], capture_output=True, text=True,
+                              timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
 
 
 def _self_test(r: _Report, devices: list[str]) -> None:

@@ -125,16 +125,27 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _rerun(sources, weights, videos) -> None:
-    """Re-run the videos of the store sources with the new weights (corrections carried)."""
+    """Re-run the videos of the store sources with the new weights (corrections carried).
+
+    Each store's video is the one of ``--video`` meant for it (by name, or in a listed folder,
+    see :func:`~clamp_track.io.video_ref.video_among`), else its own, found by its reference.
+    """
+    from clamp_track.io.store import ResultStore
+    from clamp_track.io.video_ref import video_among
     from clamp_track.pipelines.run import rerun
 
     stores = [s for s in sources if str(s).endswith(".clamp.sqlite")]
     if not stores:
         print("--rerun: no result stores among the sources; nothing to re-run")
-    for i, store in enumerate(stores):
-        video = videos[i] if i < len(videos) else None
+    for store in stores:
+        with ResultStore.open(store, readonly=True) as opened:
+            video = video_among(opened, videos)
         summary = rerun(store, weights, video=video)
         print(f"re-run: {summary.line()}")
+        if summary.carried is not None:
+            print(f"re-run: {summary.carried.line()}")
+            for line in summary.carried.unplaced:
+                print(f"re-run: not placed: {line}")
 
 
 def _source(path: str, args, cfg):

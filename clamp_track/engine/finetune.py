@@ -208,7 +208,8 @@ class FinetuneResult:
     """What :func:`finetune` returns.
 
     Attributes:
-        weights: The new checkpoint (None when cancelled).
+        weights: The new checkpoint (when cancelled: the best weights so far, None if no
+            held-out evaluation had happened yet).
         keypoints: Its keypoint set.
         run_dir: The logs folder.
         train_images: Labelled images trained on.
@@ -219,7 +220,7 @@ class FinetuneResult:
         metrics_before: Held-out metrics of the start weights (None without a held-out part).
         metrics_after: Held-out metrics of the new weights.
         stopped_early: Training stopped because the held-out metric stopped improving.
-        cancelled: ``cancel`` stopped the run; nothing was written to ``weights``.
+        cancelled: ``cancel`` stopped the run; ``weights`` holds the best weights so far.
         adapted: Names kept from the start weights' keypoints when the heads were adapted to a
             new keypoint set (None: no adaptation).
         warnings: Ways the labels are lopsided (keypoints without labels, frames from few
@@ -242,8 +243,11 @@ class FinetuneResult:
     warnings: tuple[str, ...] = ()
 
     def __str__(self) -> str:
-        if self.cancelled:
+        if self.cancelled and self.weights is None:
             return f"cancelled after {self.steps} steps; no weights written"
+        if self.cancelled:
+            return (f"cancelled after {self.steps} steps; kept the best weights so far in "
+                    f"{self.weights}")
         text = (f"{self.weights} ({self.train_instances} animals in {self.train_images} frames, "
                 f"{self.steps} steps")
         if self.metrics_before and self.metrics_after:
@@ -272,7 +276,8 @@ def finetune(stores: Sequence, cfg: FinetuneConfig | None = None, *,
         cfg: The run; default :class:`FinetuneConfig`.
         progress: Called with a :class:`FinetuneProgress` while frames are read and after
             every training step.
-        cancel: Polled between steps; returning True stops the run without writing weights.
+        cancel: Polled between steps; returning True stops the run, keeping the best weights
+            so far (``best.pt``, by the held-out metric) as ``output``.
 
     Returns:
         The :class:`FinetuneResult`.
@@ -314,8 +319,8 @@ def _finetune(stores: Sequence, cfg: FinetuneConfig, report: _Reporter) -> Finet
     warnings = _warn_imbalance(split.train, kp)  # said before the wait, not after it
     result = _train(model, data, cfg, run_dir, report, start)
     result.warnings = warnings
-    if result.cancelled:
-        return result
+    if result.cancelled and result.metrics_after is None:
+        return result  # no held-out result yet: nothing better than the start is known
     provenance = _provenance(cfg, labels, split, start, result, data)
     _save(model, output, provenance)
     result.weights = output
@@ -391,29 +396,10 @@ def _read_source(source, cfg: FinetuneConfig) -> tuple[Labels, dict | None]:
 
 def _store_labels(store, cfg: FinetuneConfig) -> Labels:
     from clamp_track.io.labels import labels_from_store
+    from clamp_track.io.video_ref import video_among
 
     return labels_from_store(store, untouched=cfg.untouched, min_confidence=cfg.min_confidence,
-                             video=_video_for(store, cfg.videos))
-
-
-def _video_for(store, videos: Sequence[str]) -> Path | None:
-    """The ``--video`` meant for ``store``.
-
-    A file of the same name, or one in a given folder; a single file is taken for a store
-    whose own video is missing, whatever its name.
-    """
-    if not videos:
-        return None
-    name = Path(store.video_info.path).name
-    for video in map(Path, videos):
-        if video.is_dir() and (video / name).is_file():
-            return video / name
-        if video.is_file() and video.name == name:
-            return video
-    files = [Path(v) for v in videos if Path(v).is_file()]
-    if len(files) == 1 and not Path(store.video_info.path).is_file():
-        return files[0]
-    return None
+                             video=video_among(store, cfg.videos))
 
 
 def _nothing_labelled(names: list[str], parts: list[Labels]) -> str:
@@ -668,16 +654,14 @@ def _train(model, data: _Data, cfg: FinetuneConfig, run_dir: Path, report: _Repo
                   extra={"finetune_run": str(run_dir)})
     result.steps, result.stopped_early = trained.steps, watch.stopped
     result.cancelled = watch.cancelled
-    if result.cancelled:
-        return result
-    if trained.best is not None:
+    if trained.best is not None:  # also when cancelled: keep the best weights so far
         from clamp_track.models import load_checkpoint
 
         best = load_checkpoint(trained.best)
         model.load_state_dict(best.state_dict)
         result.metrics_after = best.extra.get("metrics")
         before, after = result.metrics_before[METRIC], result.metrics_after[METRIC]
-        if after <= before:
+        if after <= before and not result.cancelled:
             log.warning("fine-tuning did not improve the held-out %s (%.3f before, %.3f "
                         "after); check the corrections, add more, or train longer", METRIC,
                         before, after)

@@ -1,4 +1,4 @@
-"""Dialogs: run the pipeline, export, progress of a background task, and messages.
+"""Dialogs: run the pipeline, export, messages, and the progress panel of a background task.
 
 Messages go through :func:`show_error` / :func:`show_info` so every user-facing error is one
 line in a message box (never a traceback), and tests can replace them.
@@ -54,6 +54,23 @@ def ask(parent: QWidget | None, title: str, question: str) -> bool:
     """A yes/no question; True for yes."""
     answer = QMessageBox.question(parent, title, question)
     return answer == QMessageBox.StandardButton.Yes
+
+
+def locate_box(parent: QWidget | None, title: str, message: str) -> QMessageBox:
+    """The refusal of a video, with Locate… and Review without frames (not shown yet)."""
+    box = QMessageBox(QMessageBox.Icon.Warning, title, message, parent=parent)
+    box.setInformativeText("These results were made from another video. Locate the right "
+                           "one, or review without frames.")
+    box.addButton("Locate…", QMessageBox.ButtonRole.AcceptRole)
+    box.addButton("Review without frames", QMessageBox.ButtonRole.RejectRole)
+    return box
+
+
+def offer_locate(parent: QWidget | None, title: str, message: str) -> bool:
+    """Show :func:`locate_box`; True if the user chose Locate…."""
+    box = locate_box(parent, title, message)
+    box.exec()
+    return box.buttonRole(box.clickedButton()) == QMessageBox.ButtonRole.AcceptRole
 
 
 def show_info(parent: QWidget | None, title: str, message: str) -> None:
@@ -252,47 +269,60 @@ class ExportDialog(QDialog):
         return ExportRequest(self.store, formats, Path(out) if out else None, self.video)
 
 
-class ProgressDialog(QDialog):
-    """Progress of a :class:`TaskWorker` with a Cancel button; non-modal, so the window works.
+class TaskPanel(QWidget):
+    """Progress of a :class:`TaskWorker` in the status bar, with a Cancel button.
+
+    Not a dialog: it takes no keyboard focus, so Enter and Esc keep working in the window and
+    never cancel a task. Cancel asks first; a task that cannot stop midway (an export) says so
+    on its button instead of pretending.
 
     Args:
         worker: The task (not started yet).
-        title: Window title.
+        title: What the task is, e.g. ``"Fine-tune"``.
     """
 
     def __init__(self, worker: TaskWorker, title: str, parent=None):
         super().__init__(parent)
-        self.setWindowTitle(title)
-        self.setWindowModality(Qt.WindowModality.NonModal)
-        self.worker = worker
-        self.label = QLabel("starting…")
+        self.worker, self.title = worker, title
+        self.label = QLabel(f"{title}: starting…")
         self.bar = QProgressBar()
         self.bar.setRange(0, 0)
-        self.cancel_button = QPushButton("Cancel")
+        self.bar.setMaximumWidth(220)
+        self.cancel_button = QPushButton("Cancel" if worker.cancellable else "Cannot cancel")
+        self.cancel_button.setEnabled(worker.cancellable)
+        if not worker.cancellable:
+            self.cancel_button.setToolTip(f"{title} cannot be stopped midway; it finishes "
+                                          "on its own")
         self.cancel_button.clicked.connect(self.cancel)
-        layout = QVBoxLayout(self)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.label)
         layout.addWidget(self.bar)
-        layout.addWidget(self.cancel_button, 0, Qt.AlignmentFlag.AlignRight)
-        self.setMinimumWidth(420)
+        layout.addWidget(self.cancel_button)
+        for widget in (self, self.bar, self.cancel_button):
+            widget.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         worker.progressed.connect(self._progress)
-        for signal in (worker.succeeded, worker.failed, worker.cancelled):
-            signal.connect(self.accept)
 
     def _progress(self, done: int, total: int, message: str) -> None:
+        if self.worker.cancel_requested:
+            return
         if total > 0:
             self.bar.setRange(0, total)
             self.bar.setValue(done)
-            self.label.setText(f"{done} / {total}  {message}")
+            self.label.setText(f"{self.title}: {done} / {total}  {message}")
         else:
-            self.label.setText(message)
+            self.label.setText(f"{self.title}: {message}")
 
-    def cancel(self) -> None:
-        """Ask the task to stop (it stops at its next progress report)."""
+    def cancel(self) -> bool:
+        """Ask, then ask the task to stop (at its next progress report); True if asked to."""
+        if not self.worker.cancellable or self.worker.cancel_requested:
+            return False
+        keep = ("The best weights so far are kept." if "tune" in self.title.lower() else
+                "What is done so far is kept.")
+        if not ask(self.window(), f"Cancel {self.title.lower()}?",
+                   f"Stop {self.title.lower()} now? {keep}"):
+            return False
         self.worker.cancel()
         self.cancel_button.setEnabled(False)
-        self.label.setText("cancelling…")
-
-    def reject(self) -> None:
-        """Escape / closing the dialog cancels the task."""
-        self.cancel()
+        self.label.setText(f"{self.title}: cancelling…")
+        return True

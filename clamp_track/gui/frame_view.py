@@ -136,6 +136,7 @@ class FrameView(QGraphicsView):
         self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self._pixmap = QGraphicsPixmapItem()
+        self.names: dict[int, str] = {}  # track names ("female"), shown in the labels
         self._pixmap.setTransformationMode(Qt.TransformationMode.SmoothTransformation)
         self.scene().addItem(self._pixmap)
         self._placeholder = QGraphicsRectItem()
@@ -276,7 +277,8 @@ class FrameView(QGraphicsView):
         box.setZValue(0)
 
     def _draw_label(self, inst: Instance, color: QColor, selected: bool) -> None:
-        text = QGraphicsSimpleTextItem(f" animal {inst.track} ")
+        name = self.names.get(inst.track)
+        text = QGraphicsSimpleTextItem(f" animal {inst.track}" + (f": {name} " if name else " "))
         font = QFont(self.font())
         font.setBold(selected)
         text.setFont(font)

@@ -52,11 +52,14 @@ from clamp_track.gui.workers import (
     run_task,
 )
 from clamp_track.io.store import SUFFIX, store_path
+from clamp_track.io.video_ref import VideoMismatch, VideoMissing, resolve_video
 from clamp_track.pipelines.review import Coordinates
 
 log = logging.getLogger(__name__)
 
 SPEEDS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+#: How long closing the window waits for a task that stops at its next progress report.
+STOP_WAIT_MS = 30000
 VIDEO_FILTER = "Videos (*.mp4 *.avi *.mov *.mkv *.m4v *.mpg *.mpeg *.wmv *.webm);;All files (*)"
 STORE_FILTER = f"clamp-track results (*{SUFFIX});;All files (*)"
 
@@ -82,9 +85,11 @@ class MainWindow(QMainWindow):
         self._low: dict[int, np.ndarray] = {}  # per track: low-confidence rows (timeline)
         self.overlays = Overlays()
         self.tasks: list[TaskWorker] = []
-        self.progress_dialog: dialogs.ProgressDialog | None = None  # of the last task started
+        self.task_panel: dialogs.TaskPanel | None = None  # of the last task started
         self._shown_frame: int | None = None  # the frame whose image is on screen
         self._video_problem = "video not found"  # why there are no frames, for the banner
+        self.video_refusal: VideoMismatch | None = None  # why the store refused a video
+        self._kept_reruns: set[Path] = set()  # re-run stores whose banner was dismissed
         self._speed = SPEEDS.index(1.0)
         self.play_timer = QTimer(self)
         self.play_timer.timeout.connect(self._tick)
@@ -107,10 +112,12 @@ class MainWindow(QMainWindow):
         self.banner.setStyleSheet("QLabel { background: #4a3b12; color: #ffe9a8; padding: 6px; "
                                   "border-radius: 3px; }")
         self.banner.setVisible(False)
+        self.rerun_banner = self._build_rerun_banner()
         review = QWidget()
         layout = QVBoxLayout(review)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.setSpacing(4)
+        layout.addWidget(self.rerun_banner)
         layout.addWidget(self.banner)
         layout.addWidget(self.view, 1)
         layout.addWidget(self.timeline)
@@ -121,6 +128,74 @@ class MainWindow(QMainWindow):
         self.pages.addWidget(self._build_empty_page())
         self.pages.addWidget(review)
         self.setCentralWidget(self.pages)
+
+    def _build_rerun_banner(self) -> QWidget:
+        """Says that a re-run's new results are shown, what moved, and offers to go back."""
+        box = QWidget()
+        box.setObjectName("rerunBanner")
+        box.setStyleSheet("#rerunBanner { background: #123a4a; border-radius: 3px; } "
+                          "QLabel { color: #d8f3ff; }")
+        row = QHBoxLayout(box)
+        row.setContentsMargins(8, 4, 8, 4)
+        self.rerun_label = QLabel()
+        self.rerun_label.setWordWrap(True)
+        self.go_back_button = QPushButton("Go back to the first results")
+        self.go_back_button.clicked.connect(self.go_back)
+        keep = QPushButton("Keep these")
+        keep.clicked.connect(self._dismiss_rerun_banner)
+        row.addWidget(self.rerun_label, 1)
+        row.addWidget(self.go_back_button)
+        row.addWidget(keep)
+        for button in (self.go_back_button, keep):
+            button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        box.setVisible(False)
+        return box
+
+    def _rerun_report(self):
+        """The carry report of the open store if it is a re-run's (None otherwise)."""
+        from clamp_track.pipelines.replay import stored_report
+
+        return stored_report(self.state.store) if self.state.store is not None else None
+
+    def _update_rerun_banner(self) -> None:
+        report = self._rerun_report()
+        shown = report is not None and self.state.store.path not in self._kept_reruns
+        if shown:
+            text = (f"<b>Showing NEW results</b> (a re-run of {Path(report.source).name}): "
+                    f"{report.line()}.")
+            if report.unplaced:
+                text += "<br>Not placed: " + "; ".join(report.unplaced[:3])
+            self.rerun_label.setText(text)
+            self.go_back_button.setEnabled(Path(report.source).is_file())
+        self.rerun_banner.setVisible(shown)
+
+    def go_back(self) -> None:
+        """Reopen the first run's results (the ones the re-run started from)."""
+        report = self._rerun_report()
+        if report is not None:
+            self.open_paths(store=report.source)
+
+    def _dismiss_rerun_banner(self) -> None:
+        if self.state.store is not None:
+            self._kept_reruns.add(self.state.store.path)
+        self._update_rerun_banner()
+        self._focus_view()
+
+    def name_track_dialog(self) -> None:
+        """Edit → Name animal…: name the selected animal (blank removes the name)."""
+        track = self.state.selection.track
+        if self.state.store is None or track is None:
+            self.report_error("Name animal", "select an animal first (click it or press Tab)")
+            return
+        current = self.state.store.track_names().get(track, "")
+        name, ok = QInputDialog.getText(self, "Name animal", f"Name of animal {track} (e.g. "
+                                        "female); used by every export:", text=current)
+        if ok:
+            try:
+                self.state.name_track(track, name)
+            except ClampTrackError as exc:
+                self.report_error("Name animal", str(exc))
+            self._session_changed()
 
     def _build_empty_page(self) -> QWidget:
         page = QWidget()
@@ -196,7 +271,15 @@ class MainWindow(QMainWindow):
         row.addWidget(self.coords_box)
         for widget in (self.frame_box, self.speed_box, self.coords_box):
             widget.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
+        # the keyboard goes back to the frame view once a value is chosen, so the shortcuts
+        # (Ctrl+Z, Space, N, arrows) work at once instead of editing the box
+        self.frame_box.editingFinished.connect(self._focus_view)
+        self.speed_box.activated.connect(self._focus_view)
+        self.coords_box.activated.connect(self._focus_view)
         return row
+
+    def _focus_view(self) -> None:
+        self.view.setFocus(Qt.FocusReason.OtherFocusReason)
 
     def _build_docks(self) -> None:
         self.track_panel = TrackPanel(self.state)
@@ -263,6 +346,9 @@ class MainWindow(QMainWindow):
                                   "Ctrl+Delete")
         self.act_swap = a("&Swap two animals from this frame on", ed.swap_tracks, "Ctrl+T")
         self.act_merge = a("&Merge two animals", ed.merge_tracks, "Ctrl+M")
+        self.act_name = a("&Name animal…", self.name_track_dialog, "Ctrl+Shift+N",
+                          tip="Name the current animal (e.g. female): the name is used by "
+                          "every export and survives re-runs")
         self.act_shortcuts = a("&Keyboard shortcuts", self.show_shortcuts, ["F1", "?"])
         self.act_add = a("&Add animal in this frame", lambda: self.add_instance(), "Ctrl+I",
                          tip="An animal the detector missed: the current one where it is "
@@ -305,8 +391,8 @@ class MainWindow(QMainWindow):
                       self.act_export, None, self.act_close, self.act_quit],
             "&Edit": [self.act_undo, self.act_redo, None, self.act_occluded, self.act_reset,
                       self.act_accept, None, self.act_delete_instance, self.act_delete_after,
-                      self.act_delete_track, None, self.act_swap, self.act_merge, None,
-                      self.act_add],
+                      self.act_delete_track, None, self.act_swap, self.act_merge,
+                      self.act_name, None, self.act_add],
             "&View": [self.act_smoothed, None, *self.overlay_actions.values(), None,
                       self.act_zoom_in, self.act_zoom_out, self.act_fit],
             "&Go": [self.act_play, self.act_faster, self.act_slower, None, self.act_next,
@@ -387,44 +473,91 @@ class MainWindow(QMainWindow):
         else:
             self.state.close()
         self.undo_stack.clear()  # its commands belong to the closed results
+        if video is not None and store is not None:  # both named: the video must be the one
+            self._video_problem, self.video_refusal = "video not found", None
+            video = self._checked(video)
+            self._use_video(video)
+            return True
         self._use_video(video or self._find_video())
         return True
 
     def _find_video(self) -> Path | None:
-        """The store's video, or the one the user points to if it moved (None: without)."""
-        if self.state.store is None:
-            return None
-        recorded = Path(self.state.store.video_info.path)
-        if recorded.is_file():
-            return recorded
-        beside = self.state.store.path.parent / recorded.name
-        if beside.is_file():
-            return beside
-        return self.locate_video(recorded) if self.interactive else None
+        """The store's video, found and checked by its fingerprint (None: review without).
 
-    def locate_video(self, missing: Path) -> Path | None:
-        """Ask the user where a moved video is (None: review without frames)."""
-        answer = QMessageBox.question(
-            self, "Video not found",
-            f"The video of these results is not at {missing} any more. Locate it?\n\n"
-            "(Without it you can still review and fix the keypoints, on a blank frame.)")
-        if answer != QMessageBox.StandardButton.Yes:
+        A missing video is asked for; a different video at its place is refused with the
+        store's one-line reason, and the user may locate the right one.
+        """
+        self._video_problem, self.video_refusal = "video not found", None
+        store = self.state.store
+        if store is None:
             return None
+        if store.video_ref.legacy:
+            self.statusBar().showMessage(
+                f"{store.path.name} was written before clamp-track fingerprinted videos: its "
+                "video is matched by frame size and count; the fingerprint is new from now on",
+                20000)
+        try:
+            return resolve_video(store)
+        except VideoMismatch as exc:
+            self._video_problem = f"refused {exc.candidate.name}, another video"
+            self.video_refusal = exc
+            if not self.interactive:
+                self.errors.append(str(exc))
+                return None
+            if not dialogs.offer_locate(self, "Different video", str(exc)):
+                return None
+            return self._checked(self.locate_video(exc.recorded, ask=False))
+        except VideoMissing as exc:
+            if not self.interactive:
+                return None
+            return self._checked(self.locate_video(exc.recorded))
+        except ClampTrackError as exc:  # e.g. the file at its place is not a readable video
+            self._video_problem = "the video cannot be read"
+            self.report_error("Cannot read the video", str(exc))
+            return None
+
+    def _checked(self, located: Path | None) -> Path | None:
+        """A video the user located, if it is the store's (then remembered in the store)."""
+        if located is None or self.state.store is None:
+            return None
+        try:
+            found = resolve_video(self.state.store, located)
+        except VideoMismatch as exc:
+            self._video_problem = f"refused {located.name}, another video"
+            self.video_refusal = exc
+            self.report_error("Different video", str(exc))
+            return None
+        except ClampTrackError as exc:
+            self._video_problem = "the video cannot be read"
+            self.report_error("Cannot read the video", str(exc))
+            return None
+        self.video_refusal = None
+        return found
+
+    def locate_video(self, missing: Path, ask: bool = True) -> Path | None:
+        """Ask the user where a moved video is (None: review without frames)."""
+        if ask:
+            answer = QMessageBox.question(
+                self, "Video not found",
+                f"The video of these results is not at {missing} any more. Locate it?\n\n"
+                "(Without it you can still review and fix the keypoints, on a blank frame.)")
+            if answer != QMessageBox.StandardButton.Yes:
+                return None
         path, _ = QFileDialog.getOpenFileName(self, f"Locate {missing.name}",
                                               str(missing.parent), VIDEO_FILTER)
         return Path(path) if path else None
 
     def locate_video_dialog(self) -> None:
-        """File → Locate video."""
+        """File → Locate video…: the chosen file is checked, then remembered in the store."""
         if self.state.store is not None:
-            found = self.locate_video(Path(self.state.store.video_info.path))
+            found = self._checked(self.locate_video(Path(self.state.store.video_info.path),
+                                                    ask=False))
             if found:
                 self._use_video(found)
 
     def _use_video(self, video: Path | None) -> None:
         self._stop_loader()
         self.video_times = None
-        self._video_problem = "video not found"
         self.state.set_video(video)
         if video is not None:
             self.loader = FrameLoader(video, parent=self)
@@ -509,7 +642,14 @@ class MainWindow(QMainWindow):
         name = s.video_path.name if s.video_path else None
         parts = [p for p in (name, s.store.path.name if s.store else None) if p]
         title = "clamp-track review" + (" — " + " · ".join(parts) if parts else "")
+        if self._rerun_report() is not None:
+            title += " — NEW results (re-run)"
+        names = s.store.track_names() if s.store is not None else {}
+        self.view.names = names
+        if names:
+            title += " — " + ", ".join(f"{t}: {n}" for t, n in sorted(names.items()))
         self.setWindowTitle(title + ("" if s.editable or s.store is None else " (read-only)"))
+        self._update_rerun_banner()
         self._update_banner()
         self._data_changed(None)
 
@@ -518,6 +658,11 @@ class MainWindow(QMainWindow):
         if s.store is None and s.video_path is not None:
             text = ("No results for this video yet. Run the pipeline (Run → Run pipeline…, "
                     "Ctrl+R) to track the animals and estimate their poses.")
+        elif s.store is not None and s.video_path is None and self.video_refusal:
+            refusal = self.video_refusal
+            text = (f"No frames: {refusal.candidate} is not the video these results were "
+                    f"made from ({refusal.reason}). Showing them on a blank frame; File → "
+                    "Locate video… to see them.")
         elif s.store is not None and s.video_path is None:
             text = (f"No frames ({self._video_problem}: {Path(s.store.video_info.path).name}):"
                     " showing the results on a blank frame. File → Locate video… to see them.")
@@ -528,6 +673,7 @@ class MainWindow(QMainWindow):
         if s.store is not None and not s.editable:
             text = (text + " " if text else "") + "The results file is read-only: edits are off."
         self.banner.setText(text)
+        self.banner.setToolTip(str(self.video_refusal or ""))
         self.banner.setVisible(bool(text))
 
     def _frame_changed(self, frame: int) -> None:
@@ -817,19 +963,23 @@ class MainWindow(QMainWindow):
             self.saved_label.setText(f"✓ saved to {self.state.store.path.name}")
 
     # ================================================================== background tasks
-    def _start_task(self, worker: TaskWorker, title: str,
-                    on_success) -> dialogs.ProgressDialog:
+    def _start_task(self, worker: TaskWorker, title: str, on_success) -> dialogs.TaskPanel:
+        """Start ``worker`` with its progress in the status bar (no modal dialog)."""
         worker.succeeded.connect(on_success)
         worker.failed.connect(lambda message: self.report_error(title, message))
         worker.cancelled.connect(lambda message: self.statusBar().showMessage(
             f"{title}: {message}", 10000))
-        worker.finished.connect(lambda: self.tasks.remove(worker))
+        panel = self.task_panel = dialogs.TaskPanel(worker, title, self)
+        self.statusBar().insertPermanentWidget(0, panel)
+        worker.finished.connect(lambda: self._task_ended(worker, panel))
         self.tasks.append(worker)
-        dialog = self.progress_dialog = dialogs.ProgressDialog(worker, title, self)
-        if self.interactive:
-            dialog.show()
         worker.start()
-        return dialog
+        return panel
+
+    def _task_ended(self, worker: TaskWorker, panel: dialogs.TaskPanel) -> None:
+        self.tasks.remove(worker)
+        self.statusBar().removeWidget(panel)
+        panel.hide()
 
     def run_dialog(self) -> None:
         """Run → Run pipeline: options, then the run in a worker thread."""
@@ -866,7 +1016,7 @@ class MainWindow(QMainWindow):
 
     def start_export(self, request: ExportRequest) -> TaskWorker:
         """Export in a worker; list the written files when done."""
-        worker = TaskWorker(export_task(request))
+        worker = TaskWorker(export_task(request), cancellable=False)
 
         def done(paths) -> None:
             names = "\n".join(str(p) for p in paths)
@@ -928,12 +1078,35 @@ class MainWindow(QMainWindow):
         return path
 
     def closeEvent(self, event) -> None:
-        """Stop playback, decoding and tasks; close the store (nothing is unsaved)."""
+        """Close; with a task running, ask first, then stop it and end the process.
+
+        A task that stops at its next progress report (a run, a fine-tune: their work so far
+        is kept) gets :data:`STOP_WAIT_MS` to do so; one that cannot stop midway (an export,
+        whose files are written atomically, so nothing half-written is left) is not waited
+        for: the process exits instead of lingering without a window.
+        """
+        running = [w for w in self.tasks if w.isRunning()]
+        if running and self.interactive and not dialogs.ask(
+                self, "Quit", f"{len(running)} task(s) still running. Stop and quit? Their "
+                "work so far is kept (an export in progress is dropped)."):
+            event.ignore()
+            return
         self.stop_playing()
-        for worker in list(self.tasks):
+        for worker in running:
             worker.cancel()
-            worker.wait()
+        stuck = [w for w in running if not w.wait(STOP_WAIT_MS if w.cancellable else 0)]
         self._stop_loader()
         self.state.close()
         super().closeEvent(event)
+        if stuck:
+            log.warning("quitting with %d task(s) that cannot stop midway", len(stuck))
+            self.exit_now()
 
+    def exit_now(self) -> None:  # pragma: no cover - ends the process (tested in a subprocess)
+        """End the process at once (a task thread that cannot be stopped would keep it)."""
+        import os
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)

@@ -90,6 +90,7 @@ class TrackModel(_RowsModel):
     """One row per track: id, frames present, first-last, mean confidence, corrected frames."""
 
     headers = ("Animal", "Frames", "Range", "Mean conf.", "Corrected")
+    names: dict[int, str] = {}  # track names ("female"), shown beside the ids
 
     def cell(self, row: TrackStats, column: int, role):
         """A track's cells."""
@@ -102,7 +103,9 @@ class TrackModel(_RowsModel):
             return Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
         if role != _DISPLAY:
             return None
-        texts = (str(row.track), str(row.frames), f"{row.first}–{row.last}",
+        name = self.names.get(row.track)
+        texts = (f"{row.track}: {name}" if name else str(row.track), str(row.frames),
+                 f"{row.first}–{row.last}",
                  "–" if math.isnan(row.mean_confidence) else f"{row.mean_confidence:.2g}",
                  str(row.corrected_frames))
         return texts[column]
@@ -197,6 +200,7 @@ class TrackPanel(QWidget):
     def refresh(self, *_) -> None:
         """Reload the statistics."""
         self._updating = True
+        self.model.names = self.state.store.track_names() if self.state.store else {}
         self.model.set_rows(self.state.data.stats() if self.state.data else [])
         self._updating = False
         self._show_selection()

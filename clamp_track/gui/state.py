@@ -75,6 +75,7 @@ class ReviewState(QObject):
         self.store: ResultStore | None = None
         self.data: ReviewData | None = None
         self.video_path: Path | None = None
+        self.last_rule: int | None = None  # of the last merge (its undo drops it)
         self.video_info: VideoInfo | None = None  # of the opened video (or the store's)
         self.frame = 0
         self.selection = Selection()
@@ -183,13 +184,19 @@ class ReviewState(QObject):
             self.data.set_correction(frame, track, k, c)
         self._changed({track}, boxes=False)
 
-    def delete_instances(self, track: int, first: int, last: int | None) -> Snapshot:
-        """Delete a track's instances in ``[first, last]`` and return what was deleted."""
+    def delete_instances(self, track: int, first: int, last: int | None,
+                         record: bool = True) -> Snapshot:
+        """Delete a track's instances in ``[first, last]`` and return what was deleted.
+
+        ``record``: keep the delete as a rule for re-runs (not when undoing an added animal).
+        """
+        from dataclasses import replace
+
         store = self._writable()
         snapshot = store.snapshot(track, first, last)
-        store.delete_track(track, first, last)
+        rule = store.delete_track(track, first, last, record=record)
         self._reload([track])
-        return snapshot
+        return replace(snapshot, rule=rule)
 
     def add_instance(self, frame: int, track: int, xy: np.ndarray, box: np.ndarray) -> None:
         """Add an animal the detector missed (see :meth:`ResultStore.add_instance`)."""
@@ -201,22 +208,36 @@ class ReviewState(QObject):
         self._writable().restore(snapshot)
         self._reload([snapshot.track])
 
-    def swap(self, a: int, b: int, from_frame: int) -> None:
-        """Exchange two tracks' identities from ``from_frame`` on (its own inverse)."""
-        self._writable().swap_tracks(a, b, from_frame)
+    def swap(self, a: int, b: int, from_frame: int, undo_rule: int | None = None) -> int | None:
+        """Exchange two tracks' identities from ``from_frame`` on (its own inverse).
+
+        Returns the rule recorded for re-runs; undoing passes it as ``undo_rule`` (dropped).
+        """
+        rule = self._writable().swap_tracks(a, b, from_frame, record=undo_rule is None,
+                                            forget=undo_rule)
         self._reload([a, b])
+        return rule
 
     def merge(self, keep: int, other: int) -> np.ndarray:
-        """Give ``other``'s instances the id ``keep``; returns the frames that moved."""
+        """Give ``other``'s instances the id ``keep``; returns the frames that moved.
+
+        The rule recorded for re-runs is in :attr:`last_rule`.
+        """
         frames = self.data.tracks[other].frames.copy()
-        self._writable().merge_tracks(keep, other)
+        self.last_rule = self._writable().merge_tracks(keep, other)
         self._reload([keep, other])
         return frames
 
-    def unmerge(self, keep: int, other: int, frames: np.ndarray) -> None:
-        """Undo :meth:`merge`: move ``frames`` of ``keep`` back to ``other``."""
-        self._writable().reassign([(int(f), keep, other) for f in frames])
+    def unmerge(self, keep: int, other: int, frames: np.ndarray,
+                rule: int | None = None) -> None:
+        """Undo :meth:`merge`: move ``frames`` of ``keep`` back to ``other``; drop ``rule``."""
+        self._writable().reassign([(int(f), keep, other) for f in frames], forget=rule)
         self._reload([keep, other])
+
+    def name_track(self, track: int, name: str | None) -> None:
+        """Name a track ("female"); the name reaches every export and survives re-runs."""
+        self._writable().set_track_name(track, name)
+        self.dataChanged.emit(frozenset({track}))
 
     def _writable(self) -> ResultStore:
         if not self.editable:

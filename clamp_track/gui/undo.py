@@ -99,12 +99,13 @@ class SwapTracks(_Command):
 
     def redo(self) -> None:
         """Swap."""
-        self.state.swap(self.a, self.b, self.frame)
+        self.rule = self.state.swap(self.a, self.b, self.frame)
         self._show()
 
     def undo(self) -> None:
-        """Swap back (a swap is its own inverse)."""
-        self.redo()
+        """Swap back (a swap is its own inverse), dropping the swap's rule."""
+        self.state.swap(self.a, self.b, self.frame, undo_rule=self.rule)
+        self._show()
 
 
 class MergeTracks(_Command):
@@ -118,12 +119,13 @@ class MergeTracks(_Command):
     def redo(self) -> None:
         """Merge, remembering which frames were ``other``'s."""
         self.frames = self.state.merge(self.keep, self.other)
+        self.rule = self.state.last_rule
         self.tracks = (self.keep,)
         self._show()
 
     def undo(self) -> None:
         """Move those frames back to ``other``."""
-        self.state.unmerge(self.keep, self.other, self.frames)
+        self.state.unmerge(self.keep, self.other, self.frames, self.rule)
         self.tracks = (self.keep, self.other)
         self._show()
 
@@ -142,5 +144,5 @@ class AddInstance(_Command):
 
     def undo(self) -> None:
         """Delete it (with any correction made to it since: those commands were undone)."""
-        self.state.delete_instances(self.track, self.frame, self.frame)
+        self.state.delete_instances(self.track, self.frame, self.frame, record=False)
         self._show()

@@ -56,6 +56,8 @@ class TaskWorker(QThread):
         outcome: ``(signal name, argument)`` of the signal :meth:`run` emitted, set just before
             emitting it (None while running), so a caller that connects late cannot miss how
             the task ended.
+        cancellable: Whether the task checks :attr:`Reporter.cancelled` as it goes (False:
+            it cannot stop midway, and the GUI says so instead of offering Cancel).
     """
 
     progressed = pyqtSignal(int, int, str)
@@ -63,9 +65,11 @@ class TaskWorker(QThread):
     failed = pyqtSignal(str)
     cancelled = pyqtSignal(str)
 
-    def __init__(self, task: Callable[[Reporter], object], parent=None):
+    def __init__(self, task: Callable[[Reporter], object], parent=None,
+                 cancellable: bool = True):
         super().__init__(parent)
         self._task = task
+        self.cancellable = cancellable
         self._cancel = threading.Event()
         self.outcome: tuple[str, object] | None = None
 

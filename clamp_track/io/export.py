@@ -48,7 +48,7 @@ import os
 import pickle
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -87,6 +87,8 @@ class ExportInfo:
             net types (it rejects others when it reads the shuffle's ``pytorch_config.yaml``),
             so only such a scorer can match a DeepLabCut project (Task ``clamptrack``, the
             date, shuffle 1) and be found by its project-based tools without renaming.
+        track_names: Names users gave tracks (``{track: "female"}``); they name the
+            individuals of every export instead of ``animal<track>``.
     """
 
     keypoint_set: KeypointSet
@@ -96,6 +98,7 @@ class ExportInfo:
     snapshot: int | str = 0
     n_frames: int | None = None
     dlc_net_type: str | None = None
+    track_names: dict[int, str] = field(default_factory=dict)
 
     @property
     def frames(self) -> int:
@@ -146,21 +149,6 @@ def dlc_date(day: datetime.date | None = None) -> str:
     """
     day = day or datetime.date.today()
     return f"{day.strftime('%b')}{day.day}"
-
-
-def video_abspath(store) -> Path:
-    """The absolute path of a result store's video, as every export records it.
-
-    Runs record the absolute path. A recorded path that is missing while a video of that
-    name is in the store's folder (the two moved together; stores are written beside their
-    video by default) gives that one; a relative path (older stores) is taken from the
-    current folder if the video is there.
-    """
-    recorded = Path(store.video_info.path)
-    beside = (Path(store.path).parent / recorded.name).absolute()
-    if recorded.exists() or not beside.exists():
-        return recorded.absolute()
-    return beside
 
 
 # ------------------------------------------------------------------------- atomic output
@@ -276,14 +264,31 @@ class DlcExport:
                 if p is not None]
 
 
-def individual_names(tracks: Iterable[int]) -> dict[int, str]:
-    """The exported name of each track: ``animal1..animalN`` in track-id order.
+def individual_names(tracks: Iterable[int], given: dict[int, str] | None = None
+                     ) -> dict[int, str]:
+    """The exported name of each track: the name the user gave it, else ``animal1..animalN``.
 
     The one naming rule of every export that names individuals (DeepLabCut ``individuals``,
-    SLEAP tracks, NWB subjects, video labels); the tidy CSV keeps the track ids themselves.
-    Track ids left with gaps (deleted or merged tracks) still give compact names.
+    SLEAP tracks, NWB subjects, video labels, behaviour tables). Unnamed tracks are numbered
+    compactly in track-id order, so ids left with gaps (deleted or merged tracks) still give
+    ``animal1..N``; a number a user's name already takes is skipped.
+
+    Args:
+        tracks: Track ids (repeats allowed).
+        given: Names users gave tracks (``{track: "female"}``, :meth:`ResultStore.track_names`).
     """
-    return {t: f"animal{i + 1}" for i, t in enumerate(sorted({int(t) for t in tracks}))}
+    given = {int(t): n for t, n in (given or {}).items() if n}
+    taken = set(given.values())
+    names, number = {}, 0
+    for track in sorted({int(t) for t in tracks}):
+        if track in given:
+            names[track] = given[track]
+            continue
+        number += 1
+        while f"animal{number}" in taken:
+            number += 1
+        names[track] = f"animal{number}"
+    return names
 
 
 def dlc_layout(keypoints, layout: str = "auto") -> str:
@@ -329,7 +334,7 @@ def dlc_table(keypoints, info: ExportInfo, *, single_animal: bool = False,
         "x", "y", "raw")
     _require_columns(keypoints, (xcol, ycol), "keypoint table")
     table = _select_track(keypoints, track) if single_animal else keypoints
-    names = individual_names(table["track"].unique())
+    names = individual_names(table["track"].unique(), info.track_names)
     tracks = list(names)
     slots = tracks or [1]
     kset, n_frames = info.keypoint_set, info.frames
@@ -632,7 +637,7 @@ def write_annotated_video(frames: Iterable[tuple[int, np.ndarray]], path: str | 
     """
     style = style or VideoStyle()
     path = Path(path)
-    drawer = _FrameDrawer(info.keypoint_set, keypoints, boxes, style)
+    drawer = _FrameDrawer(info.keypoint_set, keypoints, boxes, style, info.track_names)
     with _atomic(path) as (tmp,):
         writer = None
         try:
@@ -690,13 +695,14 @@ class _H264Writer:
 class _FrameDrawer:
     """Per-frame drawing with supervision's annotators; the tables are indexed once."""
 
-    def __init__(self, keypoint_set: KeypointSet, keypoints, boxes, style: VideoStyle):
+    def __init__(self, keypoint_set: KeypointSet, keypoints, boxes, style: VideoStyle,
+                 track_names: dict[int, str] | None = None):
         import supervision as sv
 
         self.sv, self.style = sv, style
         tracks = [t for table in (keypoints, boxes) if table is not None and len(table)
                   for t in table["track"].unique()]
-        self.names = individual_names(tracks)
+        self.names = individual_names(tracks, track_names)
         self.n_kp = keypoint_set.num_keypoints
         self.edges = [(a + 1, b + 1) for a, b in keypoint_set.skeleton]  # sv edges are 1-based
         self.palette = sv.ColorPalette.DEFAULT
@@ -804,7 +810,7 @@ def write_track_plots(keypoints, out_dir: str | os.PathLike, info: ExportInfo) -
                                  "confidence"), "keypoint table")
     out_dir = _writable_dir(Path(out_dir))
     written = []
-    names = individual_names(keypoints["track"].unique())
+    names = individual_names(keypoints["track"].unique(), info.track_names)
     for track, rows in keypoints.groupby("track", sort=True):
         path = out_dir / f"{info.stem}_track{int(track)}.png"
         figure = _track_figure(rows, int(track), names[int(track)], info)

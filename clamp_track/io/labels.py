@@ -412,46 +412,17 @@ def label_box(label: Label, **margins) -> np.ndarray | None:
 
 
 def store_video(store, video: str | os.PathLike | None = None) -> Path:
-    """The video of a store: ``video`` (checked to be the same), else the one it was made from.
+    """The video of a store, found and checked by its fingerprint.
 
-    A video missing from its recorded path is also looked for beside the store (the two moved
-    together).
+    See :func:`clamp_track.io.video_ref.resolve_video` (``video``: one the user named).
 
     Raises:
-        InputError: The video is missing, or ``video`` is not the same video (size or frame
-            count differ), naming the store and the fix.
+        InputError: The video is missing, or ``video`` (or a same-named file found instead)
+            is another video, naming both files and the fix.
     """
-    info = store.video_info
-    if video is None:
-        path = Path(info.path)
-        if path.is_file():
-            return path
-        beside = Path(store.path).parent / path.name  # store and video moved together
-        if beside.is_file() and _same_video(beside, info):
-            return beside
-        raise InputError(
-            f"{store.path}: its video {info.path} is missing (moved or deleted?); point at "
-            "it with --video PATH")
-    path = Path(video)
-    if not _same_video(path, info):
-        other = _probe(path)
-        raise InputError(
-            f"{path}: is {other.width}x{other.height} with {other.n_frames} frames, but "
-            f"{store.path} was made from a {info.width}x{info.height} video with "
-            f"{info.n_frames} frames; pass the video the store was made from")
-    return path
+    from clamp_track.io.video_ref import resolve_video
 
-
-def _probe(path: Path):
-    from clamp_track.io.video import probe
-
-    return probe(path)
-
-
-def _same_video(path: Path, info) -> bool:
-    other = _probe(path)
-    return (other.width, other.height, other.n_frames) == (info.width, info.height,
-                                                           info.n_frames)
+    return resolve_video(store, video)
 
 
 def labels_from_store(store, *, untouched: Untouched = "ignore", min_confidence: float = 0.5,

@@ -55,7 +55,7 @@ def write_nwb(keypoints, out_dir: str | os.PathLike, info: ExportInfo, *,
         One path per animal (none for results without animals).
     """
     grid = instance_grid(keypoints, info.keypoint_set, smoothed)
-    names = individual_names(grid.tracks)
+    names = individual_names(grid.tracks, info.track_names)
     if not names:
         return []
     require("pynwb", "nwb", "the NWB export")

@@ -57,7 +57,8 @@ def sleap_labels(keypoints, info: ExportInfo, boxes=None, *, user_points=None,
     video = sio.Video(filename=str(info.video.path), backend_metadata={"shape": shape},
                       open_backend=False)
     tracks = {t: sio.Track(name=name)
-              for t, name in individual_names(keypoints["track"].unique()).items()}
+              for t, name in individual_names(keypoints["track"].unique(),
+                                             info.track_names).items()}
     scores = {}
     if boxes is not None and len(boxes) and "score" in boxes:
         scores = {(int(f), int(t)): float(s)

@@ -42,6 +42,9 @@ from clamp_track.types import PosePredictions, VideoInfo
 
 SCHEMA_VERSION = 1
 SUFFIX = ".clamp.sqlite"
+VIDEO_REF = "video_ref"  # meta key of the link to the video (io.video_ref)
+# Frames on each side of a swap whose boxes identify the animals in a re-run.
+_SWAP_WINDOW = 30
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -186,11 +189,13 @@ class Snapshot:
         track: The track the rows belong to.
         instances: ``instances`` rows, all columns in table order.
         corrections: ``corrections`` rows, all columns in table order.
+        rule: The rule the delete recorded, dropped when the rows are put back.
     """
 
     track: int
     instances: tuple[tuple, ...]
     corrections: tuple[tuple, ...]
+    rule: int | None = None  # the rule the delete recorded (dropped again by an undo)
 
 
 class ResultStore:
@@ -423,10 +428,13 @@ class ResultStore:
 
     @property
     def video_info(self) -> VideoInfo:
-        """The video the results belong to."""
-        data = self.meta("video")
+        """The video the results belong to (``path``: its absolute path when last found)."""
         try:
-            return VideoInfo(**data)
+            info = dict(self.meta("video"))
+            ref = self.meta(VIDEO_REF)
+            if ref is not None:
+                info["path"] = ref["absolute"]
+            return VideoInfo(**info)
         except InputError:
             raise
         except Exception as exc:  # noqa: BLE001 - any malformed value is the same error
@@ -436,6 +444,75 @@ class ResultStore:
         what = "missing" if self.meta(key) is None else f"malformed ({type(exc).__name__})"
         return InputError(f"{self.path}: its {key!r} metadata is {what}; the file was edited "
                           "or damaged: re-run the video with --overwrite")
+
+    @property
+    def video_ref(self):
+        """The store's link to its video (:class:`~clamp_track.io.video_ref.VideoRef`)."""
+        from clamp_track.io.video_ref import VideoRef
+
+        return VideoRef.from_meta(self.meta(VIDEO_REF), self.meta("video") or {}, self.path)
+
+    def set_video_ref(self, ref) -> None:
+        """Record where the video is now (see :func:`~clamp_track.io.video_ref.resolve_video`)."""
+        self.set_meta(**{VIDEO_REF: ref.to_dict()})
+
+    def forget_cached_meta(self) -> None:
+        """Read metadata afresh (another connection changed it)."""
+        self._meta_cache.clear()
+
+    # ------------------------------------------------------------------ track names
+    def track_names(self) -> dict[int, str]:
+        """Names the user gave tracks (``{track: "female"}``); unnamed tracks are absent."""
+        return {int(t): str(n) for t, n in (self.meta("track_names") or {}).items()}
+
+    def set_track_name(self, track: int, name: str | None) -> None:
+        """Name a track (None or blank: remove its name).
+
+        Raises:
+            InputError: Another track has the name, or it holds ``/`` (exports use names as
+                DeepLabCut individuals, SLEAP tracks and NWB object names).
+        """
+        names = {str(t): n for t, n in self.track_names().items()}
+        name = (name or "").strip()
+        if "/" in name:
+            raise InputError(f"{self.path.name}: a track name cannot hold '/' ({name!r})")
+        taken = [t for t, n in names.items() if n == name and t != str(int(track))]
+        if name and taken:
+            raise InputError(f"{self.path.name}: track {taken[0]} is already named {name!r}; "
+                             "choose another name")
+        if name:
+            names[str(int(track))] = name
+        else:
+            names.pop(str(int(track)), None)
+        self.set_meta(track_names=names)
+
+    # ------------------------------------------------------------------ edit rules
+    def rules(self) -> list[dict]:
+        """Identity and visibility edits as rules, in the order made (replayed on re-runs)."""
+        return list(self.meta("rules") or [])
+
+    def _add_rule(self, rule: dict) -> int:
+        rules = self.rules()
+        rule_id = 1 + max([r["id"] for r in rules], default=0)
+        self._set_meta({"rules": [*rules, {"id": rule_id, **rule}]})
+        return rule_id
+
+    def _drop_rule(self, rule_id: int | None) -> None:
+        if rule_id is not None:
+            self._set_meta({"rules": [r for r in self.rules() if r["id"] != rule_id]})
+
+    def track_signature(self, track: int, first: int = 0, last: int | None = None,
+                        limit: int = 64) -> dict[str, list[float]]:
+        """Boxes of ``track`` in ``[first, last]`` by frame (at most ``limit``, evenly spread).
+
+        What finds the same animal among a re-run's tracks (:mod:`clamp_track.pipelines.replay`).
+        """
+        rows = self._db.execute(
+            "SELECT frame, x1, y1, x2, y2 FROM instances WHERE track = ? AND frame BETWEEN ? "
+            "AND ? ORDER BY frame", (track, first, 2**62 if last is None else last)).fetchall()
+        if len(rows) > limit:
+            rows = [rows[int(i)] for i in np.linspace(0, len(rows) - 1, limit).round()]
+        return {str(r[0]): [round(float(v), 2) for v in r[1:]] for r in rows}
 
     @property
     def complete(self) -> bool:
@@ -508,9 +585,13 @@ class ResultStore:
                         (-(new + offset), old, min_frame))
             self._db.execute(f"UPDATE {table} SET track = -track - ? WHERE track < 0", (offset,))
 
-    def reassign(self, moves) -> None:
-        """Move single instances to other tracks: ``(frame, track, new track or None)``."""
+    def reassign(self, moves, *, forget: int | None = None) -> None:
+        """Move single instances to other tracks: ``(frame, track, new track or None)``.
+
+        ``forget``: a rule to drop in the same transaction (undoing a merge).
+        """
         with self._transaction():
+            self._drop_rule(forget)
             for frame, track, new in moves:
                 for table in ("instances", "corrections"):
                     if new is None:
@@ -634,6 +715,17 @@ class ResultStore:
         return pd.DataFrame(rows, columns=["frame", "time_s", "track", "x1", "y1", "x2", "y2",
                                            "score"])
 
+    def boxes_in(self, frames) -> list[tuple[int, int, float, float, float, float]]:
+        """``(frame, track, x1, y1, x2, y2)`` of every instance in ``frames``."""
+        frames = sorted({int(f) for f in frames})
+        out: list = []
+        for i in range(0, len(frames), 500):  # SQLite's limit on bound parameters
+            part = frames[i:i + 500]
+            out += self._db.execute(
+                "SELECT frame, track, x1, y1, x2, y2 FROM instances WHERE frame IN "
+                f"({','.join('?' * len(part))}) ORDER BY frame, track", part).fetchall()
+        return out
+
     # ------------------------------------------------------------------ corrections
     def _apply_corrections(self, track, frames, raw, fixed) -> None:
         index = {int(f): i for i, f in enumerate(frames)}
@@ -712,14 +804,39 @@ class ResultStore:
         return [r[0] for r in rows]
 
     # ------------------------------------------------------------------ identity edits
-    def swap_tracks(self, a: int, b: int, from_frame: int = 0) -> None:
-        """Exchange the identities of tracks ``a`` and ``b`` from ``from_frame`` on."""
+    def swap_tracks(self, a: int, b: int, from_frame: int = 0, *, record: bool = True,
+                    forget: int | None = None) -> int | None:
+        """Exchange the identities of tracks ``a`` and ``b`` from ``from_frame`` on.
+
+        Args:
+            a: One track.
+            b: The other.
+            from_frame: First frame swapped.
+            record: Record the edit as a rule for re-runs (see :meth:`rules`).
+            forget: A rule to drop in the same transaction (undoing the edit that made it).
+
+        Returns:
+            The recorded rule's id (None if not recorded).
+        """
+        w = _SWAP_WINDOW
+        rule = None if not record else {
+            "kind": "swap", "a": a, "b": b, "from_frame": from_frame,
+            "before_a": self.track_signature(a, from_frame - w, from_frame - 1),
+            "before_b": self.track_signature(b, from_frame - w, from_frame - 1),
+            "after_a": self.track_signature(a, from_frame, from_frame + w),
+            "after_b": self.track_signature(b, from_frame, from_frame + w)}
         with self._transaction():
             self._remap({a: b, b: a}, min_frame=from_frame)
             self._log("swap", {"a": a, "b": b, "from_frame": from_frame})
+            self._drop_rule(forget)
+            return self._add_rule(rule) if rule else None
 
-    def merge_tracks(self, keep: int, other: int) -> None:
-        """Give ``other``'s instances the id ``keep`` (they must not share a frame)."""
+    def merge_tracks(self, keep: int, other: int, *, record: bool = True) -> int | None:
+        """Give ``other``'s instances the id ``keep`` (they must not share a frame).
+
+        Returns:
+            The id of the rule recorded for re-runs (None if ``record`` is False).
+        """
         shared = self._db.execute(
             "SELECT COUNT(*) FROM instances a JOIN instances b ON a.frame = b.frame "
             "WHERE a.track = ? AND b.track = ?", (keep, other),
@@ -727,13 +844,29 @@ class ResultStore:
         if shared:
             raise InputError(f"tracks {keep} and {other} are both present in {shared} frames; "
                              "swap or delete one of them there first")
+        rule = None if not record else {
+            "kind": "merge", "keep": keep, "other": other,
+            "keep_boxes": self.track_signature(keep), "other_boxes": self.track_signature(other)}
+        names = self.track_names()
         with self._transaction():
             self._remap({other: keep})
             self._log("merge", {"keep": keep, "other": other})
+            if other in names:  # the merged track keeps a name: its own, else the other's
+                names.setdefault(keep, names.pop(other))
+                self._set_meta({"track_names": {str(t): n for t, n in names.items()}})
+            return self._add_rule(rule) if rule else None
 
-    def delete_track(self, track: int, from_frame: int = 0, to_frame: int | None = None) -> None:
-        """Delete a (false) track, or the part of it in ``[from_frame, to_frame]``."""
+    def delete_track(self, track: int, from_frame: int = 0, to_frame: int | None = None, *,
+                     record: bool = True) -> int | None:
+        """Delete a (false) track, or the part of it in ``[from_frame, to_frame]``.
+
+        Returns:
+            The id of the rule recorded for re-runs (None if ``record`` is False).
+        """
         last = 2**62 if to_frame is None else to_frame
+        rule = None if not record else {
+            "kind": "delete", "track": track, "from_frame": from_frame, "to_frame": to_frame,
+            "boxes": self.track_signature(track, from_frame, to_frame)}
         with self._transaction():
             for table in ("instances", "corrections"):
                 self._db.execute(
@@ -741,6 +874,7 @@ class ResultStore:
                     (track, from_frame, last),
                 )
             self._log("delete", {"track": track, "from_frame": from_frame, "to_frame": to_frame})
+            return self._add_rule(rule) if rule else None
 
     def add_instance(self, frame: int, track: int, box, xy: np.ndarray) -> None:
         """Add an animal the detector missed, placed by the user in a processed frame.
@@ -784,9 +918,14 @@ class ResultStore:
             args).fetchall()
         return Snapshot(track, tuple(instances), tuple(corrections))
 
-    def restore(self, snapshot: Snapshot) -> None:
-        """Put the rows of a :meth:`snapshot` back (replacing rows at the same keys), atomically."""
+    def restore(self, snapshot: Snapshot, *, forget: int | None = None) -> None:
+        """Put the rows of a :meth:`snapshot` back (replacing rows at the same keys), atomically.
+
+        ``forget``: the rule of the delete being undone (default: the snapshot's), dropped in
+        the same transaction.
+        """
         with self._transaction():
+            self._drop_rule(snapshot.rule if forget is None else forget)
             self._db.executemany(
                 "INSERT OR REPLACE INTO instances (frame, track, x1, y1, x2, y2, box_score, raw, "
                 "smooth) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", snapshot.instances)

@@ -255,15 +255,17 @@ def _check_shared_boxes(cfg: RunConfig, n_videos: int) -> None:
                          "--boxes with {stem}, e.g. boxes/{stem}.det.txt")
 
 
-def store_state(path: Path, cfg: RunConfig) -> tuple[str, int]:
+def store_state(path: Path, cfg: RunConfig, video: Path | None = None) -> tuple[str, int]:
     """What is already in a video's store.
 
     Returns:
         ``(state, next_frame)``: ``missing``, ``complete`` (made with ``cfg`` and every
         export of ``cfg`` is there), ``unexported`` (complete, but an export is missing: a
         resumed run writes it), ``partial`` (resumes at ``next_frame``; the hidden working
-        store of an unfinished run counts), ``different`` (other settings) or ``unreadable``;
-        ``next_frame`` is ``cfg.start`` unless partial.
+        store of an unfinished run counts), ``different`` (other settings), ``other video``
+        (the store was made from another video, e.g. a same-named file of another card: never
+        skipped nor resumed, see :func:`~clamp_track.pipelines.run.run_video`) or
+        ``unreadable``; ``next_frame`` is ``cfg.start`` unless partial.
     """
     for store_file in (partial_path(path), path):  # the newest unfinished run first
         if not store_file.is_file():
@@ -274,6 +276,9 @@ def store_state(path: Path, cfg: RunConfig) -> tuple[str, int]:
                     if store_file != path:
                         continue  # a replacement run given up: the store itself decides
                     return "different", cfg.start
+                if (video is not None and Path(video).is_file() and store.video_ref.check(
+                        Path(video), store_file, store.video_info) is not None):
+                    return "other video", cfg.start
                 if store.complete and store_file == path:
                     if exports_done(store, cfg.exports):
                         return "complete", cfg.start
@@ -354,7 +359,7 @@ def process_video(task: VideoTask, channel: Channel | None = None) -> VideoResul
     try:
         if channel.stopping():
             return _interrupted(task)
-        state, next_frame = store_state(task.store, task.cfg)
+        state, next_frame = store_state(task.store, task.cfg, task.video)
         if state == "complete" and not task.overwrite:
             return skipped_result(task)
         _check_boxes_file(task.cfg)
@@ -741,7 +746,7 @@ def run_batch(tasks: Sequence[VideoTask], bcfg: BatchConfig = BatchConfig(),
     """
     results: list[VideoResult | None] = [None] * len(tasks)
     for i, task in enumerate(tasks):
-        if not task.overwrite and store_state(task.store, task.cfg)[0] == "complete":
+        if not task.overwrite and store_state(task.store, task.cfg, task.video)[0] == "complete":
             results[i] = skipped_result(task)
     todo = [i for i, r in enumerate(results) if r is None]
     tally = _Tally(len(tasks), len(tasks) - len(todo))

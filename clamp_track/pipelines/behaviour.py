@@ -263,7 +263,7 @@ def poses_from_table(table, kset: KeypointSet, frames, times, *, source=None, fp
         source: The file, recorded in the dataset's attributes.
         fps: The video's frame rate, recorded in the attributes.
     """
-    from clamp_track.io.export import individual_name, instance_grid
+    from clamp_track.io.export import individual_names, instance_grid
 
     grid = instance_grid(table, kset, smoothed=True)
     tracks = np.unique(grid.tracks)
@@ -277,7 +277,7 @@ def poses_from_table(table, kset: KeypointSet, frames, times, *, source=None, fp
     position[row, :, :, col] = grid.xy.transpose(0, 2, 1)  # (P, 2, K)
     confidence[row, :, col] = grid.likelihood
     ds = _movement().load_poses.from_numpy(
-        position, confidence, individual_names=[individual_name(t) for t in tracks],
+        position, confidence, individual_names=list(individual_names(tracks).values()),
         keypoint_names=list(kset.source_names), source_software=SOURCE_SOFTWARE)
     ds = ds.assign_coords(time=np.asarray(times, float), frame=("time", np.asarray(frames)),
                           track=("individuals", tracks.astype(int)))

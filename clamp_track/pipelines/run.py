@@ -25,7 +25,8 @@ import numpy as np
 from clamp_track.config import dump_yaml, to_dict
 from clamp_track.errors import ClampTrackError, InputError
 from clamp_track.io.export import dlc_date
-from clamp_track.io.store import ResultStore, store_path
+from clamp_track.io.store import VIDEO_REF, ResultStore, store_path
+from clamp_track.io.video_ref import VideoRef, resolve_video
 from clamp_track.pipelines.pose import PoseConfig, PoseEstimator
 from clamp_track.pipelines.smoother import SmootherConfig
 from clamp_track.pipelines.tracker import TrackerConfig
@@ -174,6 +175,7 @@ class RunSummary:
     outputs: list[Path]
     resumed_from: int | None = None
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    carried: object | None = None  # a re-run's replay.CarryReport
 
     def line(self) -> str:
         """One-line summary for the terminal."""
@@ -335,6 +337,8 @@ def run_video(
     started = time.perf_counter()
     video = Path(video)
     plan = plan_store(video, cfg, out_dir, resume=resume, overwrite=overwrite)
+    if plan.final.exists() and not overwrite:  # never continue another video's results
+        _check_same_video(plan.final, video)
     timer = StageTimer()
     with store_lock(plan.final):  # decide again: another process may have changed the store
         plan = plan_store(video, cfg, plan.final.parent, resume=resume, overwrite=overwrite,
@@ -361,7 +365,7 @@ def run_video(
                 for suffix in ("", "-wal", "-shm"):  # a replacement run given up before
                     Path(str(work) + suffix).unlink(missing_ok=True)
                 store = ResultStore.create(work if plan.final.exists() else plan.final,
-                                           _new_meta(video, plan.info, cfg, models))
+                                           _new_meta(video, plan.final, plan.info, cfg, models))
                 state = {"next": cfg.start}
             resumed_from = state["next"] if state["next"] > cfg.start else None
             try:
@@ -530,10 +534,11 @@ def check_settings(cfg: RunConfig, video: Path | None = None, frames: int | None
                     "to process); boxes elsewhere are predicted", cfg.detect.every, frames)
 
 
-def _new_meta(video: Path, info, cfg: RunConfig, models: Models) -> dict:
+def _new_meta(video: Path, store_file: Path, info, cfg: RunConfig, models: Models) -> dict:
     return {
         "config": to_dict(cfg),
         "video": {**info.__dict__, "path": str(video.absolute())},  # from any folder
+        VIDEO_REF: VideoRef.make(video, store_file).to_dict(),
         "keypoints": models.pose.model.keypoints.to_dict(),
         "model": {"variant": models.variant, "weights": cfg.pose_weights,
                   "input_size": list(models.pose.model.config.input_size)},
@@ -579,6 +584,23 @@ def _rewarm_detector(video: Path, first: int, cfg: RunConfig, models: Models,
                 batch = []
         if batch:
             detector.detect(batch)
+
+
+def _check_same_video(path: Path, video: Path) -> None:
+    """Refuse to resume or replace the results of another video.
+
+    E.g. a same-named ``IMAG0001.AVI`` of another card run into the same ``-o`` folder.
+    """
+    try:
+        with ResultStore.open(path, readonly=True) as old:
+            ref = old.video_ref
+            why = ref.check(video, path, old.video_info)
+    except InputError:  # unreadable: the old checks say what to do with it
+        return
+    if why is not None:
+        raise InputError(f"{path}: holds the results of {ref.absolute}, not of {video} "
+                         f"({why.reason}); write these elsewhere with -o DIR, or replace them "
+                         "with --overwrite")
 
 
 def _process(video: Path, end: int, store: ResultStore, state: dict, cfg: RunConfig,
@@ -814,10 +836,13 @@ def export(store: ResultStore, formats, out_dir: str | os.PathLike | None = None
     from clamp_track.io import export as writers
 
     out = _output_dir(store.path, out_dir or store.path.parent)
-    video_info = replace(store.video_info, path=str(writers.video_abspath(store)))
+    # every file that names the video records its absolute path (a legacy store's typed
+    # path is taken relative to the store's folder, as VideoRef resolves it)
+    video_info = replace(store.video_info, path=store.video_ref.absolute)
     info = writers.ExportInfo(
         store.keypoints, video_info, model_name=(store.meta("model") or {}).get(
-            "variant", "clamp"), date=store.meta("dlc_date"), dlc_net_type=dlc_net_type)
+            "variant", "clamp"), date=store.meta("dlc_date"), dlc_net_type=dlc_net_type,
+        track_names=store.track_names())
     tidy = corrected_table(store)
     stem = Path(info.video.path).stem
     paths: list[Path] = []
@@ -893,10 +918,7 @@ def _annotated_video(store: ResultStore, tidy, info, path: Path, video) -> Path:
     from clamp_track.io import export as writers
     from clamp_track.io.video import VideoReader
 
-    source = Path(video or info.video.path)
-    if not source.is_file():
-        raise InputError(f"{source}: the video of {store.path.name} is not there any more; "
-                         "pass its new location with --video")
+    source = resolve_video(store, video)
     frames, _ = store.frame_times()
     first, last = (int(frames.min()), int(frames.max()) + 1) if len(frames) else (0, 1)
     with VideoReader(source, start=first, end=last) as reader:
@@ -908,39 +930,41 @@ def _annotated_video(store: ResultStore, tidy, info, path: Path, video) -> Path:
 def rerun(store: str | os.PathLike, weights: str | os.PathLike,
           out_dir: str | os.PathLike | None = None, *, video: str | os.PathLike | None = None,
           progress: Callable[[Progress], None] | None = None) -> RunSummary:
-    """Run a stored video again with other pose weights, carrying the corrections over.
+    """Run a stored video again with other pose weights, carrying the review work over.
 
     The closing step of the fine-tuning loop: the new run uses the store's settings with
     ``weights``, writes to ``out_dir`` (default: a folder named after the weights beside the
-    store, so the first run and its corrections stay untouched), and the user's corrections
-    are copied into the new store, each onto the instance whose new prediction is nearest.
+    store, so the first run and its corrections stay untouched), and everything the reviewer
+    did is carried into the new store by :func:`clamp_track.pipelines.replay.carry_review`:
+    deletes, merges and swaps replayed onto the overlapping new tracks, corrections and
+    occluded marks onto the overlapping instances, track names onto the overlapping tracks.
 
     Args:
         store: The ``.clamp.sqlite`` of the first run.
         weights: The new (e.g. fine-tuned) checkpoint.
         out_dir: Where the new run writes.
-        video: The video, if it moved since the first run.
+        video: The video, if it moved since the first run (checked by its fingerprint).
         progress: As for :func:`run_video`.
 
     Returns:
-        The new run's :class:`RunSummary`.
+        The new run's :class:`RunSummary`, with the carry report in ``carried``.
     """
+    from dataclasses import replace
+
     from clamp_track.config import from_dict
-    from clamp_track.io.labels import import_into_store, labels_from_store
+    from clamp_track.pipelines.replay import carry_review
 
     store, weights = Path(store), Path(weights)
     with ResultStore.open(store, readonly=True) as old:
         settings = {**old.meta("config"), "pose_weights": str(weights)}
-        video = Path(video or old.video_info.path)
-        labels = labels_from_store(old, need_video=False)
+        video = resolve_video(old, video)
     cfg = from_dict(RunConfig, settings, source=str(store))
     out = Path(out_dir) if out_dir else store.parent / weights.stem
     if out.resolve() == store.parent.resolve():
         raise InputError(f"{out}: choose another folder than the first run's, whose store "
                          "holds your corrections")
     summary = run_video(video, cfg, out, overwrite=True, progress=progress)
-    with ResultStore.open(summary.store) as new:
-        imported, skipped = import_into_store(labels, new, match="nearest", add_missing=True)
-    log.info("carried %d corrected animals over to %s (%d without a match)", imported,
-             summary.store, skipped)
-    return summary
+    with ResultStore.open(store, readonly=True) as old, ResultStore.open(summary.store) as new:
+        report = carry_review(old, new)
+    log.info("%s: %s", summary.store, report.line())
+    return replace(summary, carried=report)

@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 
 from clamp_track.data.augment import AugmentConfig
-from clamp_track.engine.finetune import FinetuneConfig, ReplayConfig, finetune, load_sources
+from clamp_track.engine.finetune import (
+    METRIC,
+    FinetuneConfig,
+    ReplayConfig,
+    finetune,
+    load_sources,
+)
 from clamp_track.errors import CheckpointError, InputError
 from clamp_track.io.dlc_labels import read_dlc_labels
 from clamp_track.io.store import ResultStore
@@ -123,6 +129,24 @@ def test_cancel_stops_without_writing_weights(pipeline_store, tmp_path):
     assert "cancelled" in str(result)
 
 
+def test_cancel_after_a_validation_keeps_the_best_weights_so_far(pipeline_store, tmp_path):
+    """Issue 11.3: a cancelled fine-tune used to keep nothing (135 steps lost)."""
+    store, _ = pipeline_store
+    validated = []
+
+    def progress(p):
+        if p.stage == "training" and p.metric is not None:
+            validated.append(p)
+
+    cfg = FinetuneConfig(output=str(tmp_path / "x.pt"), **{**QUICK, "steps": 40})
+    result = finetune([store], cfg, progress=progress, cancel=lambda: bool(validated))
+    assert result.cancelled and result.weights == tmp_path / "x.pt"
+    assert result.steps < 40 and "kept the best weights so far" in str(result)
+    saved = load_checkpoint(result.weights)
+    assert saved.extra["finetune"]["metrics_after"][METRIC] == pytest.approx(
+        validated[-1].best_metric)
+
+
 def test_no_corrected_frames_is_a_clear_error(pipeline_store, tmp_path):
     store, _ = pipeline_store
     empty = _copy_store(store, tmp_path / "empty", keep_corrections=False)
@@ -134,10 +158,9 @@ def test_no_corrected_frames_is_a_clear_error(pipeline_store, tmp_path):
 def test_missing_video_is_named_and_can_be_pointed_at(pipeline_store, tmp_path):
     store, _ = pipeline_store
     copy = _copy_store(store, tmp_path / "moved", keep_corrections=True)
-    with ResultStore.open(copy) as s:
-        info = dict(s.meta("video"))
-        info["path"] = str(tmp_path / "gone" / "cows.mp4")
-        s.set_meta(video=info)
+    with ResultStore.open(copy) as s:  # the video moved (the store records where it was)
+        s.set_meta(video_ref=dict(s.meta("video_ref"), absolute=str(tmp_path / "gone" /
+                                                                    "cows.mp4"), relative=None))
     with pytest.raises(InputError, match=r"its video .*gone/cows.mp4 is missing.*--video PATH"):
         load_sources([copy], FinetuneConfig())
     with ResultStore.open(store, readonly=True) as s:

@@ -3,8 +3,10 @@ and the fine-tuning integration point."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import types
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -40,18 +42,22 @@ def test_run_from_the_gui_keeps_the_window_live_and_opens_the_results(qtbot, win
     assert wait_task(window, worker)[0] == "succeeded"
     timer.stop()
     assert sum(ticks) >= 3  # the event loop kept running during the run
-    assert (16, 16) in progress and window.progress_dialog.bar.value() == 16
+    assert (16, 16) in progress and window.task_panel.bar.value() == 16
     qtbot.waitUntil(lambda: window.state.store is not None)
     assert window.state.store.path == fresh_video.parent / "cows.mp4.clamp.sqlite"
     assert window.state.data.track_ids == [1, 2] and not window.banner.isVisible()
 
 
-def test_cancel_then_resume(window, wait_task, fresh_video, cows_boxes, settings, messages):
+def test_cancel_then_resume(window, wait_task, fresh_video, cows_boxes, settings, messages,
+                            monkeypatch):
+    from clamp_track.gui import dialogs
+
+    monkeypatch.setattr(dialogs, "ask", lambda *args: True)  # "Stop the run now?" Yes
     window.open_paths(fresh_video)
     request = RunRequest(fresh_video, settings(cows_boxes[1], end=32))
     worker = window.start_run(request)
     worker.progressed.connect(lambda done, total, _: done >= 8
-                              and window.progress_dialog.cancel_button.click())
+                              and window.task_panel.cancel_button.click())
     signal, message = wait_task(window, worker)
     assert signal == "cancelled" and "cancelled at frame" in message and messages == []
     store_file = fresh_video.parent / "cows.mp4.clamp.sqlite"
@@ -130,6 +136,17 @@ def test_finetune_in_a_worker_then_rerun_with_the_new_weights(qtbot, window, res
                     timeout=120000)
     assert calls == [([results.store], "FinetuneConfig", False)]
     assert len(window.state.store.corrections()) == 1  # the dragged keypoint came along
+    # issue 11.2: the window says it shows new results, what moved, and offers to go back
+    assert "NEW results" in window.windowTitle()
+    assert window.rerun_banner.isVisible() and "Showing NEW results" in window.rerun_label.text()
+    assert "keypoints moved more than 5 px" in window.rerun_label.text()
+    shots = os.environ.get("CLAMP_TRACK_SHOTS")
+    if shots:
+        window.wait_for_frame()
+        window.save_screenshot(Path(shots) / "rerun_banner.png")
+    window.go_back_button.click()
+    assert window.state.store.path == results.store and not window.rerun_banner.isVisible()
+    assert "NEW results" not in window.windowTitle()
 
 
 def test_the_dialogs_build_the_requests(qapp, tmp_path):
@@ -182,3 +199,107 @@ def test_the_run_dialog_offers_the_megadetector_variants(qapp, tmp_path):
     assert options["model"] == "MDv5a"
     run.detector.setCurrentText("motion")  # no model to choose
     assert not model.isEnabled() and "model" not in run.request().settings["detect"]
+
+
+def _blocking_task(started, release, polls):
+    """A task that runs until ``release`` is set or it sees the cancel flag."""
+
+    def task(reporter):
+        started.set()
+        while not release.is_set():
+            polls.append(reporter.cancelled)
+            if reporter.cancelled:
+                from clamp_track.errors import ClampTrackError
+
+                raise ClampTrackError("cancelled")
+            reporter.report(len(polls), 0, "working")
+            release.wait(0.02)
+        return "done"
+
+    return task
+
+
+def test_enter_and_esc_do_not_cancel_a_running_task_and_cancel_asks(qtbot, window, results,
+                                                                     monkeypatch):
+    """Issue 11.3: the modal progress dialog cancelled a fine-tune on Esc or Enter."""
+    import threading
+
+    from PyQt6.QtCore import Qt
+    from PyQt6.QtTest import QTest
+    from PyQt6.QtWidgets import QApplication
+
+    from clamp_track.gui import dialogs
+    from clamp_track.gui.workers import TaskWorker
+
+    window.open_paths(results.video, results.store)
+    started, release, polls = threading.Event(), threading.Event(), []
+    worker = TaskWorker(_blocking_task(started, release, polls))
+    panel = window._start_task(worker, "Fine-tune", lambda result: None)
+    qtbot.waitUntil(started.is_set)
+    for key in (Qt.Key.Key_Escape, Qt.Key.Key_Return, Qt.Key.Key_Enter):
+        QTest.keyClick(QApplication.focusWidget() or window, key)
+    qtbot.wait(100)
+    assert worker.isRunning() and not worker.cancel_requested
+    asked = []
+    monkeypatch.setattr(dialogs, "ask", lambda parent, title, text: asked.append(text) or False)
+    panel.cancel_button.click()  # "Stop fine-tune now?" No
+    assert asked and "best weights so far are kept" in asked[0]
+    assert worker.isRunning() and not worker.cancel_requested
+    monkeypatch.setattr(dialogs, "ask", lambda *args: True)
+    panel.cancel_button.click()
+    qtbot.waitUntil(lambda: worker.outcome is not None and worker not in window.tasks)
+    assert worker.outcome[0] == "cancelled"
+    release.set()
+
+
+def test_an_export_says_it_cannot_be_cancelled(window, results, wait_task, tmp_path):
+    window.open_paths(results.video, results.store)
+    worker = window.start_export(ExportRequest(results.store, ("csv",), tmp_path / "out"))
+    panel = window.task_panel
+    assert not panel.cancel_button.isEnabled() and panel.cancel_button.text() == "Cannot cancel"
+    assert not panel.cancel()
+    assert wait_task(window, worker)[0] == "succeeded"
+
+
+_CLOSE_DURING_EXPORT = r"""
+import sys, time
+from pathlib import Path
+from PyQt6.QtCore import QTimer
+from clamp_track.gui.app import application
+from clamp_track.gui import dialogs
+from clamp_track.gui.main_window import MainWindow
+from clamp_track.gui.workers import ExportRequest
+
+app = application(offscreen=True)
+dialogs.ask = lambda *args: print("asked:", args[1], flush=True) or True
+window = MainWindow(interactive=True)
+window.show()
+video, store, out = map(Path, sys.argv[1:4])
+window.open_paths(video, store)
+worker = window.start_export(ExportRequest(store, ("video", "csv"), out))
+worker.progressed.connect(lambda *a: QTimer.singleShot(300, window.close))
+print("exec", flush=True)
+app.exec()
+print("event loop ended", flush=True)
+time.sleep(60)  # a process that does not end by itself would be killed by the test's timeout
+"""
+
+
+def test_closing_during_an_export_asks_and_leaves_no_process(results, tmp_path):
+    """Issue 11.4: closing the window during an export left a windowless process."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo), "QT_QPA_PLATFORM": "offscreen"}
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", _CLOSE_DURING_EXPORT, str(results.video),
+                           str(results.store), str(tmp_path / "out")], env=env,
+                          capture_output=True, text=True, timeout=50)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "asked: Quit" in done.stdout and "event loop ended" not in done.stdout
+    assert time.monotonic() - started < 50
+    assert not list((tmp_path / "out").glob("*.clamp.mp4"))  # the export was dropped, whole

@@ -71,8 +71,9 @@ def test_a_video_without_results_shows_frames_and_suggests_a_run(window, tmp_pat
 
 def _moved(results, tmp_path):
     with ResultStore.open(results.store) as store:
-        info = dict(store.meta("video"), path=str(tmp_path / "gone" / "cows.mp4"))
-        store.set_meta(video=info)
+        ref = dict(store.meta("video_ref"), absolute=str(tmp_path / "gone" / "cows.mp4"),
+                   relative="gone/cows.mp4")
+        store.set_meta(video_ref=ref)
     return results.store
 
 

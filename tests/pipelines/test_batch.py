@@ -196,6 +196,29 @@ def test_process_video_stops_resumes_then_skips(collection, reference, tmp_path)
     assert store_state(task.store, _cfg(end=16))[0] == "different"
 
 
+def test_a_same_named_video_of_another_card_is_not_skipped_as_done(collection, reference,
+                                                                    tmp_path):
+    """Issue 11: card2/cows.mp4 into the folder of card1's complete cows.mp4 store is neither
+    skipped (another video's results) nor run over them: it fails, naming both videos."""
+    cfg = video_config(_cfg(), collection / VIDEOS[0])  # one config, as with a real detector
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copy(reference[VIDEOS[0]], out / "cows.mp4.clamp.sqlite")
+    own = VideoTask(collection / VIDEOS[0], cfg, out)
+    assert store_state(own.store, cfg, own.video)[0] == "complete"
+    other = tmp_path / "card2" / "cows.mp4"
+    other.parent.mkdir()
+    shutil.copy(collection / "camB/camel.mp4", other)
+    task = VideoTask(other, cfg, out)
+    assert store_state(task.store, cfg, task.video)[0] == "other video"
+    result = process_video(task)
+    assert result.status == "failed" and "holds the results of" in result.error
+    assert str(other) in result.error and str(collection / VIDEOS[0]) in result.error
+    with ResultStore.open(task.store, readonly=True) as kept, \
+            ResultStore.open(reference[VIDEOS[0]], readonly=True) as ref:
+        pd.testing.assert_frame_equal(kept.tidy(), ref.tidy())  # card1's results untouched
+
+
 def test_failures_are_results_not_exceptions(collection, tmp_path):
     corrupt = _tasks(collection, tmp_path, names=(CORRUPT,))[0]
     result = process_video(corrupt)

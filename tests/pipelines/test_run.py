@@ -412,6 +412,33 @@ def test_resume_after_an_interruption_gives_identical_results(cows, cows_run, mo
         pd.testing.assert_frame_equal(resumed.tidy(), full.tidy())
 
 
+def test_a_same_named_video_of_another_card_neither_resumes_nor_replaces_a_store(
+        cows, models, shared_data, tmp_path):
+    """Issue 11: ``run card2/cows.mp4 -o out --resume`` must not append to card1's results."""
+    video, boxes = cows
+    cfg = _cfg(boxes, exports=(), end=16)
+
+    def crash(progress):
+        raise Cancelled("simulated crash")
+
+    out = tmp_path / "out"
+    with pytest.raises(Cancelled):
+        run_video(video, cfg, out, models=models, progress=crash)
+    other = tmp_path / "card2" / "cows.mp4"
+    other.parent.mkdir()
+    shutil.copy(shared_data / "badja-davis" / "derived" / "camel_480p_24fps.mp4", other)
+    store = out / "cows.mp4.clamp.sqlite"
+    for resume in (True, False):
+        with pytest.raises(InputError, match="holds the results of") as err:
+            run_video(other, cfg, out, resume=resume, models=models)
+        assert str(video) in str(err.value) and str(other) in str(err.value)
+        assert "-o DIR" in str(err.value) and "--overwrite" in str(err.value)
+    with ResultStore.open(store, readonly=True) as kept:
+        assert kept.video_ref.absolute == str(video) and kept.last_frame() == 7
+    summary = run_video(video, cfg, out, resume=True, models=models)  # its own video resumes
+    assert summary.resumed_from == 8
+
+
 def test_detect_every_k_frames_keeps_one_track(cows, models, tmp_path):
     video, boxes = cows
     summary = run_video(video, _cfg(boxes, end=48, detect=DetectConfig(
