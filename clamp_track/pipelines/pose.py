@@ -187,6 +187,9 @@ class PoseEstimator:
         """
         if images.device.type == "cpu":
             return self._input_batch_cpu(images.numpy())
+        return self._input_batch_torch(images)
+
+    def _input_batch_torch(self, images: torch.Tensor) -> torch.Tensor:
         x = images.permute(0, 3, 1, 2).float().div_(255)
         x = x.sub_(self._mean.to(x.device)).div_(self._std.to(x.device))
         if self.cfg.flip_test:
