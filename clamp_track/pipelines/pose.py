@@ -232,6 +232,7 @@ class _Group:
         self.detections, self.frame_indices = detections, frame_indices
         self.keypoints = np.zeros((len(crops), k, 2), np.float32)
         self.scores = np.zeros((len(crops), k), np.float32)
+        self.host = None  # the host crops while an upload of them may be in flight
         self.taken = 0  # crops handed to a batch
         self.done = 0  # crops with results
 
@@ -339,7 +340,9 @@ class PoseWorker:
                     return
                 flush = job is _FLUSH
                 if not flush:
-                    job.crops = self.estimator.upload(job.crops)
+                    # the host crops stay referenced until the group is done: a non-blocking
+                    # copy from pinned memory may still be reading them
+                    job.host, job.crops = job.crops, self.estimator.upload(job.crops)
                     groups.append(job)
                     waiting += len(job.crops)
                 while waiting >= self.estimator.cfg.batch_size or (flush and waiting):
