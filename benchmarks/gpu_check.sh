@@ -15,7 +15,7 @@
 # Needs: clamp-track installed in $PYTHON (default: python3), torch with CUDA, nvidia-smi, and
 # ../shared/data beside the repository (the benchmarks' real clips). No network.
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 OUT_DIR=${1:-gpu_check_out}
 PYTHON=${PYTHON:-python3}
 mkdir -p "$OUT_DIR"
@@ -50,21 +50,22 @@ step() {
   util=$(awk -F', *' '$1 ~ /^[0-9]+$/ {s += $1; n++; if ($1 > m) m = $1; if ($2 > mem) mem = $2}
          END {if (n) printf "GPU busy mean %.0f %%, peak %d %%, memory peak %d MiB (%d samples)",
               s / n, m, mem, n; else print "no GPU samples"}' "$smi")
-  [ $rc -eq 124 ] && util="TIMED OUT after ${limit} s; $util"
+  [ "$rc" -eq 124 ] && util="TIMED OUT after ${limit} s; $util"
   SUMMARY+=("$name: exit $rc, $((SECONDS - start)) s, $util")
   while IFS= read -r line; do SUMMARY+=("    $line"); done < <(grep -E "$pattern" "$log" | tail -n 14)
 }
 
-step doctor 60 "cuda|crops/s|FAIL" "$PYTHON" -m clamp_track doctor
-step pose_speed 60 "^\| rn50|^device" \
+# the limits add up to 285 s, so the whole check ends within 5 minutes whatever happens
+step doctor 40 "cuda|crops/s|FAIL" "$PYTHON" -m clamp_track doctor
+step pose_speed 45 "^\| rn50|^device" \
   "$PYTHON" benchmarks/pose_speed.py --backbones rn50 --batches 1 8 32 64 --repeats 5
-step pipeline_speed 90 "end to end|stages|pose stage|peak RSS|^model" \
+step pipeline_speed 60 "end to end|stages|pose stage|peak RSS|^model" \
   "$PYTHON" benchmarks/pipeline_speed.py --model clamp_rn50
-step ceiling_real_model 130 "^\||^model|^ceiling" \
-  "$PYTHON" benchmarks/pipeline_ceiling.py --real-model --repeats 2 --device cuda \
+step ceiling_real_model 100 "^\||^model|^ceiling" \
+  "$PYTHON" benchmarks/pipeline_ceiling.py --real-model --repeats 2 --frames 104 --device cuda \
   --clips "$OUT_DIR/clips"
-step ceiling_free_forward 60 "^\| 1080p|^model|^ceiling" \
-  "$PYTHON" benchmarks/pipeline_ceiling.py --quick --repeats 3 --device cuda \
+step ceiling_free_forward 40 "^\| 1080p|^model|^ceiling" \
+  "$PYTHON" benchmarks/pipeline_ceiling.py --quick --repeats 3 --frames 104 --device cuda \
   --clips "$OUT_DIR/clips"
 
 echo; echo "=== summary (logs in $OUT_DIR)"
