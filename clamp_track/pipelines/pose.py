@@ -43,7 +43,11 @@ class PoseConfig:
         batch_size: Crops per forward pass (flip test doubles the images in it). In
             ``clamp-track run`` a batch takes crops from consecutive chunks, so it fills up
             whatever the chunk size and the number of animals.
-        flip_test: Average with the flipped crop's heatmaps, as the paper's numbers do.
+        flip_test: Average with the flipped crop's heatmaps, as the paper's numbers do. On by
+            default, a measured choice: it costs 2.2x the pose forward per crop on the CPU at
+            batch 8 (1.4x at batch 1; ``benchmarks/cpu_backends.py``), but it is how CLAMP's
+            published accuracy was measured and keeps results those of earlier runs; on a
+            laptop CPU ``--no-flip-test`` about halves the pose time.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         fp16: Use fp16 autocast on CUDA.
     """
