@@ -94,21 +94,23 @@ def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return np.einsum("nij,nkj->nki", matrix[:, :, :2], points) + matrix[:, None, :, 2]
 
 
-def warp_crop(image: np.ndarray, matrix: np.ndarray, output_size: tuple[int, int]) -> np.ndarray:
+def warp_crop(image: np.ndarray, matrix: np.ndarray, output_size: tuple[int, int],
+              out: np.ndarray | None = None) -> np.ndarray:
     """Sample one crop with bilinear interpolation (``cv2.warpAffine``, zeros outside).
 
     Args:
         image: (H, W, 3) uint8 RGB.
         matrix: (2, 3) image -> input affine matrix.
         output_size: (width, height).
+        out: Optional contiguous (height, width, 3) uint8 array to write the crop into.
 
     Returns:
-        (height, width, 3) uint8 crop.
+        (height, width, 3) uint8 crop (``out`` when given).
     """
     import cv2
 
     return cv2.warpAffine(image, matrix.astype(np.float64), tuple(int(s) for s in output_size),
-                          flags=cv2.INTER_LINEAR)
+                          dst=out, flags=cv2.INTER_LINEAR)
 
 
 def normalize(crops: np.ndarray, mean, std):

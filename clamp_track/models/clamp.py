@@ -134,7 +134,7 @@ class Clamp(PoseModel):
         score = torch.einsum(
             "bchw,bkc->bkhw", F.normalize(dense, dim=1), F.normalize(prompts, dim=2)
         )  # S (B, K, h, w)
-        heatmaps = self.keypoint_head(torch.cat([out.features[-1], score], dim=1))
+        heatmaps = self.keypoint_head.forward_parts(out.features[-1], score)  # of [layer4; S]
         result = {
             "heatmaps": heatmaps,
             "score_map": score,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -41,3 +42,24 @@ class DeconvHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, h, w) -> (B, K, h * 2**n, w * 2**n)."""
         return self.final_layer(self.deconv_layers(x))
+
+    def forward_parts(self, *parts: torch.Tensor) -> torch.Tensor:
+        """``forward(torch.cat(parts, dim=1))`` without building the concatenation.
+
+        The first deconvolution is linear in its input channels, so it is the sum of each
+        part's deconvolution with its slice of the weights (equal to float rounding). This
+        keeps a 2048-channel map apart from a few extra channels: CLAMP's layer4 plus K score
+        channels would otherwise make one 2048 + K channel input, copied, at an odd channel
+        count, which the CPU convolution library ran about 9 % slower (measured at batch 8).
+        """
+        first = self.deconv_layers[0] if len(self.deconv_layers) else None
+        if not isinstance(first, nn.ConvTranspose2d) or len(parts) == 1:
+            return self.forward(torch.cat(parts, dim=1))
+        out, start = None, 0
+        for part in parts:
+            weight = first.weight[start:start + part.shape[1]]
+            bias = first.bias if start == 0 else None
+            y = F.conv_transpose2d(part, weight, bias, stride=first.stride, padding=first.padding)
+            out = y if out is None else out.add_(y)
+            start += part.shape[1]
+        return self.final_layer(self.deconv_layers[1:](out))

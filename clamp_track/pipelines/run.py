@@ -603,16 +603,41 @@ def _check_same_video(path: Path, video: Path) -> None:
                          "with --overwrite")
 
 
+#: Chunks handed to the pose worker and not committed yet, at most (bounds the crops in memory).
+MAX_PENDING_CHUNKS = 3
+
+
 def _process(video: Path, end: int, store: ResultStore, state: dict, cfg: RunConfig,
              models: Models, progress, timer: StageTimer) -> None:
+    """Decode, detect, track and crop chunk after chunk while the pose worker runs the model.
+
+    The main thread decodes (waits for the decoding thread), detects, tracks and cuts the
+    crops of a chunk, hands them to the :class:`~clamp_track.pipelines.pose.PoseWorker` and
+    goes on with the next chunk; finished chunks are committed in order, each with the resume
+    state it had when it was tracked, so a resumed run continues exactly as an uninterrupted
+    one. Poses feed back into the tracker only with ``detect.every > 1``; then each chunk
+    waits for its poses before the next is tracked.
+    """
     from clamp_track.io.video import VideoReader
+    from clamp_track.pipelines.pose import PoseWorker
     from clamp_track.pipelines.tracker import Tracker
 
     tracking = _load_tracking(state, store.path) or Tracking(Tracker(cfg.tracker))
     total, first = end - cfg.start, state["next"]
     t0 = time.perf_counter()
+
+    def commit(item) -> None:
+        (rows, resume), poses = item
+        with timer("store"):
+            store.write_chunk(rows, poses, state={"resume": resume})
+        if progress:
+            done = rows[-1][0] + 1
+            fps = (done - first) / max(time.perf_counter() - t0, 1e-9)
+            progress(Progress(done - cfg.start, total, len(poses[-1]), fps))
+
     chunk: list[Frame] = []
-    with VideoReader(video, start=first, end=end, backend=cfg.decoder) as reader:
+    with VideoReader(video, start=first, end=end, backend=cfg.decoder) as reader, \
+            PoseWorker(models.pose) as worker:
         frames = iter(reader)
         while True:
             with timer("decode"):  # time spent waiting for the decoding thread
@@ -623,18 +648,22 @@ def _process(video: Path, end: int, store: ResultStore, state: dict, cfg: RunCon
                 if (frame.index - cfg.start + 1) % cfg.chunk and frame.index != end - 1:
                     continue
             if chunk:  # a full chunk, or what is left when a damaged file ends early
-                animals = _process_chunk(video, chunk, tracking, store, cfg, models, timer)
-                if progress:
-                    fps = (chunk[-1].index + 1 - first) / max(time.perf_counter() - t0, 1e-9)
-                    progress(Progress(chunk[-1].index + 1 - cfg.start, total, animals, fps))
+                _process_chunk(video, chunk, tracking, worker, cfg, models, timer, commit)
                 chunk = []
             if frame is None:
                 break
+        with timer("pose"):  # waiting for the pose worker
+            rest = worker.drain()
+        for item in rest:
+            commit(item)
 
 
-def _process_chunk(video: Path, frames: list[Frame], tracking: Tracking, store: ResultStore,
-                   cfg: RunConfig, models: Models, timer: StageTimer) -> int:
-    """Detect, track, pose and commit one chunk; returns the animals in its last frame."""
+def _process_chunk(video: Path, frames: list[Frame], tracking: Tracking, worker, cfg: RunConfig,
+                   models: Models, timer: StageTimer, commit) -> None:
+    """Detect and track one chunk and hand its crops to the pose worker.
+
+    Chunks the worker has finished are committed (``commit``) on the way, oldest first.
+    """
     to_detect = [f for f in frames if (f.index - cfg.start) % cfg.detect.every == 0]
     with timer("detect"):
         found = models.detector(video, cfg.detect).detect(to_detect) if to_detect else []
@@ -646,14 +675,24 @@ def _process_chunk(video: Path, frames: list[Frame], tracking: Tracking, store: 
                 tracked.append(tracking.update(f.index, found[f.index]))
             else:
                 tracked.append(tracking.predict(f.index))
-    with timer("pose"):
-        poses = models.pose.predict([f.image for f in frames], tracked, [f.index for f in frames])
-    _refine_tracker(tracking.tracker, poses[-1], cfg)
-    with timer("store"):
-        rows = [(f.index, f.time_s, f.index in found) for f in frames]
-        state = {"resume": {"next": frames[-1].index + 1, "tracking": _dump(tracking)}}
-        store.write_chunk(rows, poses, state=state)
-    return len(poses[-1])
+    rows = [(f.index, f.time_s, f.index in found) for f in frames]
+    tag = [rows, None]  # the resume state is filled in once the tracker is final for the chunk
+    with timer("crop"):
+        worker.submit(tag, [f.image for f in frames], tracked, [f.index for f in frames])
+    if cfg.detect.every > 1:
+        # the boxes the tracker predicts next are refined from this chunk's last poses
+        with timer("pose"):
+            done = worker.drain()
+        _refine_tracker(tracking.tracker, done[-1][1][-1], cfg)
+    else:
+        done = worker.ready()
+    tag[1] = {"next": frames[-1].index + 1, "tracking": _dump(tracking)}
+    for item in done:
+        commit(item)
+    while worker.pending > MAX_PENDING_CHUNKS:
+        with timer("pose"):
+            item = worker.wait()
+        commit(item)
 
 
 class Tracking:

@@ -150,3 +150,20 @@ def test_prompt_encoder_keeps_pytorch_default_init_as_the_official_code():
     assert not block.attn.in_proj_bias.any() and not block.attn.out_proj.bias.any()
     d = model.config.backbone.output_dim
     assert block.attn.in_proj_weight.abs().max() <= (6 / (d + 3 * d)) ** 0.5
+
+
+def test_head_on_parts_equals_the_head_on_their_concatenation():
+    """CLAMP's head runs [layer4; S] as two deconvolutions summed: the same heatmaps."""
+    from clamp_track.models.heads import DeconvHead
+
+    torch.manual_seed(0)
+    head = DeconvHead(40 + 5, (16, 16), 5, init_std=0.05).eval()
+    a = torch.randn(3, 40, 6, 6)
+    b = torch.randn(3, 5, 6, 6)
+    with torch.no_grad():
+        whole = head(torch.cat([a, b], dim=1))
+        torch.testing.assert_close(head.forward_parts(a, b), whole, atol=1e-5, rtol=1e-5)
+        head = head.to(memory_format=torch.channels_last)
+        a, b = (t.contiguous(memory_format=torch.channels_last) for t in (a, b))
+        torch.testing.assert_close(head.forward_parts(a, b), whole, atol=1e-5, rtol=1e-5)
+    assert whole.abs().max() > 1e-3  # the maps are not trivially zero

@@ -51,3 +51,16 @@ def test_flip_test_of_a_mirrored_prediction_agrees_with_the_plain_one():
     # swapping the wrong channels (no flip pairs) puts left/right keypoints far apart
     wrong, _ = decode_heatmaps(heat, center, scale, flip_heat, flip_pairs=[])
     assert (wrong - kp).abs().max() > 20
+
+
+def test_flip_average_equals_averaging_with_flip_back_bit_for_bit():
+    from clamp_track.models.heatmaps import flip_average
+
+    torch.manual_seed(0)
+    h, f = torch.randn(3, 17, 64, 48), torch.randn(3, 17, 64, 48)
+    expected = (h + flip_back(f, AP10K.flip_pairs)) * 0.5
+    assert torch.equal(flip_average(h, f, AP10K.flip_pairs), expected)
+    # non-contiguous inputs (a batch expanded from one map) give the same as contiguous ones
+    one = torch.randn(1, 17, 64, 48)
+    wide = flip_average(one.expand(4, -1, -1, -1), f[:1].expand(4, -1, -1, -1), AP10K.flip_pairs)
+    assert torch.equal(wide[2], ((one + flip_back(f[:1], AP10K.flip_pairs)) * 0.5)[0])

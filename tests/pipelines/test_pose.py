@@ -6,7 +6,7 @@ import torch
 
 from clamp_track.data.transforms import affine_matrix, box_to_center_scale, normalize, warp_crop
 from clamp_track.models import create_model, decode_heatmaps
-from clamp_track.pipelines.pose import PoseConfig, PoseEstimator
+from clamp_track.pipelines.pose import PoseConfig, PoseEstimator, PoseWorker
 from clamp_track.types import Detections
 
 
@@ -50,3 +50,59 @@ def test_flip_test_and_batch_size_do_not_change_the_mapping(frames):
         centre = (box[:2] + box[2:]) / 2
         half = 1.25 * (box[2:] - box[:2]).max() / 2
         assert (np.abs(kp - centre) <= half).all()
+
+
+def _boxes():
+    return [Detections([[100, 80, 400, 300], [500, 100, 700, 420]], [0.9, 0.8], track_ids=[1, 2]),
+            Detections.empty(),
+            Detections([[300, 50, 650, 460]], [0.7], track_ids=[1])]
+
+
+@pytest.mark.parametrize("flip", [True, False])
+def test_device_input_is_normalize_then_flip_bit_for_bit(frames, flip):
+    """The uint8 crops become exactly today's float32 input, on either path."""
+    pose = PoseEstimator(create_model("clamp_tiny_rn50"), PoseConfig(flip_test=flip))
+    crops = pose.crop(frames, _boxes())
+    assert crops.images.dtype == np.uint8 and crops.images.shape == (3, 256, 256, 3)
+    x = normalize(crops.images, pose.model.config.mean, pose.model.config.std)
+    expected = torch.cat([x, x.flip(3)]) if flip else x
+    table = pose.input_batch(torch.from_numpy(crops.images))  # the CPU's table lookup
+    on_device = pose._input_batch_torch(torch.from_numpy(crops.images))  # as on CUDA
+    for batch in (table, on_device):
+        assert torch.equal(batch, expected)
+        assert batch.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_worker_batches_across_groups_and_returns_them_in_order(frames):
+    """Groups of 1, 0 and 2 boxes in batches of 2: same predictions as one group at a time."""
+    model = create_model("clamp_tiny_rn50")
+    pose = PoseEstimator(model, PoseConfig(batch_size=2))
+    images, dets = frames[::-1], _boxes()[::-1]
+    expected = [pose.predict([f], [d], [i])[0] for i, (f, d) in enumerate(zip(images, dets))]
+    with PoseWorker(pose) as worker:
+        worker.submit("group 0", [images[0]], [dets[0]], [0])
+        worker.submit("group 1", [images[1]], [dets[1]], [1])
+        # one crop does not fill a batch, and the empty group waits for the one before it
+        assert worker.ready() == [] and worker.pending == 2
+        worker.submit("group 2", [images[2]], [dets[2]], [2])  # batch: group 0's + one of 2's
+        seen = worker.drain()
+        assert worker.pending == 0
+    assert [tag for tag, _ in seen] == ["group 0", "group 1", "group 2"]
+    for (_, [got]), want in zip(seen, expected):
+        assert got.frame_index == want.frame_index
+        assert got.track_ids.tolist() == want.track_ids.tolist()
+        np.testing.assert_array_equal(got.keypoints, want.keypoints)
+        np.testing.assert_array_equal(got.scores, want.scores)
+
+
+def test_an_error_in_the_worker_is_raised_in_the_caller(frames):
+    model = create_model("clamp_tiny_rn50")
+
+    def broken(images):
+        raise RuntimeError("out of memory on the device")
+
+    model.forward = broken
+    with PoseWorker(PoseEstimator(model)) as worker:
+        worker.submit(0, frames[:1], _boxes()[:1], [0])
+        with pytest.raises(RuntimeError, match="out of memory on the device"):
+            worker.wait()

@@ -622,3 +622,22 @@ def test_resume_after_sigkill_gives_identical_results(cows, tmp_path):
     with ResultStore.open(store, readonly=True) as resumed, \
             ResultStore.open(tmp_path / "full" / store.name, readonly=True) as full:
         pd.testing.assert_frame_equal(resumed.tidy(), full.tidy())
+
+
+def test_pipelined_poses_equal_the_estimator_frame_by_frame(cows, cows_run, models):
+    """The pose worker (batches across chunks, overlapped with tracking) changes no result."""
+    from clamp_track.io.video import VideoReader
+    from clamp_track.types import Detections
+
+    summary, _ = cows_run
+    with ResultStore.open(summary.store, readonly=True) as store:
+        track = store.track(store.track_ids()[0])
+    picks = [0, 7, 8, 45, 103]  # chunk edges and the last, partly filled batch
+    with VideoReader(cows[0]) as reader:
+        images = [reader.read(int(track["frames"][i])).image for i in picks]
+    dets = [Detections(track["boxes"][i][None], track["box_scores"][i][None], track_ids=[1])
+            for i in picks]
+    alone = models.pose.predict(images, dets, picks)
+    for i, pose in zip(picks, alone):
+        np.testing.assert_allclose(track["raw"][i, :, :2], pose.keypoints[0], atol=1e-4)
+        np.testing.assert_allclose(track["raw"][i, :, 2], pose.scores[0], rtol=1e-6)
