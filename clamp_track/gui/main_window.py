@@ -51,6 +51,7 @@ from clamp_track.gui.workers import (
     run_task,
 )
 from clamp_track.io.store import SUFFIX, store_path
+from clamp_track.pipelines.qc import Action, Status
 from clamp_track.pipelines.review import Coordinates
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,8 @@ class MainWindow(QMainWindow):
         self.state = ReviewState(self)
         self.undo_stack = QUndoStack(self)
         self.editor = Editor(self.state, self.undo_stack, self.report_error, self.choose_track,
-                             self)
+                             self, confirm=self.confirm)
+        self.placing: tuple[int, int] | None = None  # (track, keypoint) a click places
         self.loader: FrameLoader | None = None
         self.video_times: np.ndarray | None = None
         self._low: dict[int, np.ndarray] = {}  # per track: low-confidence rows (timeline)
@@ -202,6 +204,10 @@ class MainWindow(QMainWindow):
         self.queue_panel.previous_button.clicked.connect(self.previous_suspect)
         self.queue_panel.next_button.clicked.connect(self.next_suspect)
         self.queue_panel.itemChosen.connect(self.go_to_suspect)
+        self.queue_panel.frameChosen.connect(self.state.set_frame)
+        self.queue_panel.action_button.clicked.connect(self.apply_suggestion)
+        self.queue_panel.looks_right_button.clicked.connect(self.looks_right)
+        self.keypoint_panel.keypointPicked.connect(self.pick_keypoint)
         self.docks = {}
         for name, widget in (("Animals", self.track_panel), ("Keypoints", self.keypoint_panel),
                              ("Review queue", self.queue_panel)):
@@ -259,7 +265,31 @@ class MainWindow(QMainWindow):
         self.act_delete_after = a("Delete track from this frame &on", ed.delete_track_after,
                                   "Ctrl+Delete")
         self.act_swap = a("&Swap two animals from this frame on", ed.swap_tracks, "Ctrl+T")
-        self.act_merge = a("&Merge two animals", ed.merge_tracks, "Ctrl+M")
+        self.act_merge = a("&Merge two animals (lower id stays)", ed.merge_tracks, "Ctrl+M")
+        self.act_merge_keep = a("Merge two animals, &keeping the current id",
+                                lambda: ed.merge_tracks(keep_current=True), "Ctrl+Shift+M")
+        self.act_swap_until = a("Swap two animals from this frame &until…",
+                                self.swap_until_dialog, "Ctrl+Shift+T")
+        self.act_swap_pair = a("Swap &left/right keypoint in this frame",
+                               lambda: ed.swap_selected_pair(False), "X",
+                               tip="The selected keypoint and its left/right partner")
+        self.act_swap_pair_on = a("Swap left/right keypoint from this frame on",
+                                  lambda: ed.swap_selected_pair(True), "Shift+X",
+                                  tip="Until the swap back flagged in the review queue, else "
+                                  "to the end of the track")
+        self.act_gap = a("Interpolate &gap", ed.propose_gap, "Ctrl+G",
+                         tip="Propose the current animal's keypoints on the frames it is "
+                         "missing, between the two frames around; accept them with A or "
+                         "Ctrl+Shift+A")
+        self.act_accept_proposals = a("Accept animal's &proposals as labels",
+                                      ed.accept_proposals, "Ctrl+Shift+A")
+        self.act_looks_right = a("Looks right, next item", self.looks_right,
+                                 ["Return", "Enter"])
+        self.act_apply = a("Do the item's suggested fix", self.apply_suggestion,
+                           ["Ctrl+Return", "Ctrl+Enter"])
+        self.act_cancel = a("Cancel placing", lambda: self.set_placing(None), "Esc")
+        self.place_actions = [a(f"Place keypoint {n}", lambda _=False, k=n - 1:
+                                self.pick_keypoint(k), str(n)) for n in range(1, 10)]
         self.act_shortcuts = a("&Keyboard shortcuts", self.show_shortcuts, ["F1", "?"])
         self.act_add = a("&Add animal in this frame", lambda: self.add_instance(), "Ctrl+I",
                          tip="An animal the detector missed: the current one where it is "
@@ -288,6 +318,9 @@ class MainWindow(QMainWindow):
         self.act_zoom_in = a("Zoom &in", lambda: self.view.zoom(1.25), ["+", "="])
         self.act_zoom_out = a("Zoom &out", lambda: self.view.zoom(0.8), "-")
         self.act_fit = a("&Fit frame", self.view.fit, ["0", "F"])
+        self.act_fit_animal = a("Fit &animal", self.fit_animal, "Shift+F")
+        self.act_debug = a("&Decoding statistics", self._update_status, checkable=True,
+                           tip="Developer figures in the status bar: decode time, cache hits")
         self.overlay_actions = {}
         for name, label in (("boxes", "Boxes"), ("labels", "Animal labels"),
                             ("skeleton", "Skeleton"), ("keypoints", "Keypoints")):
@@ -302,10 +335,13 @@ class MainWindow(QMainWindow):
                       self.act_export, None, self.act_close, self.act_quit],
             "&Edit": [self.act_undo, self.act_redo, None, self.act_occluded, self.act_reset,
                       self.act_accept, None, self.act_delete_instance, self.act_delete_after,
-                      self.act_delete_track, None, self.act_swap, self.act_merge, None,
-                      self.act_add],
+                      self.act_delete_track, None, self.act_swap, self.act_swap_until,
+                      self.act_merge, self.act_merge_keep, None, self.act_swap_pair,
+                      self.act_swap_pair_on, None, self.act_add, self.act_gap,
+                      self.act_accept_proposals, None, self.act_looks_right, self.act_apply],
             "&View": [self.act_smoothed, None, *self.overlay_actions.values(), None,
-                      self.act_zoom_in, self.act_zoom_out, self.act_fit],
+                      self.act_zoom_in, self.act_zoom_out, self.act_fit, self.act_fit_animal,
+                      None, self.act_debug],
             "&Go": [self.act_play, self.act_faster, self.act_slower, None, self.act_next,
                     self.act_prev, self.act_next10, self.act_prev10, self.act_first,
                     self.act_last, None, self.act_next_suspect, self.act_prev_suspect,
@@ -345,6 +381,8 @@ class MainWindow(QMainWindow):
         self.view.instanceClicked.connect(self._instance_clicked)
         self.view.menuRequested.connect(self._instance_menu)
         self.view.backgroundMenuRequested.connect(self._background_menu)
+        self.view.placeRequested.connect(self._place_at)
+        self.view.stackedPressed.connect(self._stacked_pressed)
         self.timeline.seekRequested.connect(self.state.set_frame)
         self.undo_stack.indexChanged.connect(self._edited)
 
@@ -731,6 +769,127 @@ class MainWindow(QMainWindow):
         self.queue_panel.refresh()
         self.statusBar().showMessage(f"Animal {suspect.track}, frame {suspect.frame}: "
                                      f"{suspect.reason.value} — {suspect.detail}", 8000)
+        self._pan_to(suspect.track, suspect.keypoint)
+
+    def _pan_to(self, track: int, keypoint: int | None) -> None:
+        """Pan so the animal's flagged keypoint (else its box centre) is on screen."""
+        inst = self.state.data.instance(self.state.frame, track, self.state.coordinates)
+        if inst is None:
+            return
+        if keypoint is not None and np.isfinite(inst.xy[keypoint]).all():
+            x, y = inst.xy[keypoint]
+        else:
+            x, y = (inst.box[:2] + inst.box[2:]) / 2
+        self.view.ensure_visible(float(x), float(y))
+
+    # ================================================================== queue progress
+    def looks_right(self) -> None:
+        """The current queue item looks right: mark it reviewed and go to the next (Enter)."""
+        queue = self.state.queue
+        if not 0 <= queue.cursor < len(queue):
+            self.next_suspect()
+            return
+        self.set_placing(None)
+        self.state.set_mark(queue.items[queue.cursor], Status.LOOKS_RIGHT)
+        self._show_suspect(self.state.queue.next_open())
+
+    def apply_suggestion(self) -> None:
+        """Do the current queue item's suggested fix (Ctrl+Enter, or its button).
+
+        Merges, swaps and left/right exchanges are done at once (one undo step) and the item
+        is marked fixed; "Fix <keypoint>" arms placing it, so the next click puts it there.
+        """
+        queue, panel = self.state.queue, self.queue_panel
+        if not 0 <= queue.cursor < len(queue) or panel.suggestion is None:
+            return
+        item, g = queue.items[queue.cursor], panel.suggestion
+        if g.action is Action.FIX_KEYPOINT:
+            self.state.set_frame(g.first)
+            self.state.select([g.track], g.keypoint)
+            self.pick_keypoint(g.keypoint)
+            self._pan_to(g.track, g.keypoint)
+        elif self.editor.apply(item, g):
+            self.statusBar().showMessage(f"Done: {g.label} (Ctrl+Z undoes it)", 5000)
+
+    # ================================================================== placing by name
+    def pick_keypoint(self, keypoint: int) -> None:
+        """Pick a keypoint of the current animal to place: by number (1–9) or in the list.
+
+        The next left click in the frame puts it there (napari-DeepLabCut's way).
+        """
+        s = self.state
+        track = s.selection.track
+        if s.data is None or not s.editable or track is None or \
+                not 0 <= keypoint < s.data.keypoints.num_keypoints:
+            return
+        if s.selection.keypoint != keypoint:
+            s.select(s.selection.tracks, keypoint)
+        if s.data.instance(s.frame, track) is None:
+            self.statusBar().showMessage(f"Animal {track} is not in frame {s.frame}: add it "
+                                         "first (Ctrl+I)", 5000)
+            return
+        self.set_placing((track, keypoint))
+
+    def set_placing(self, target: tuple[int, int] | None) -> None:
+        """Arm (or, with None, disarm) placing ``(track, keypoint)`` by a click."""
+        self.placing = target
+        if target is None:
+            self.view.set_placing(None)
+            return
+        name = self.state.data.keypoints.source_names[target[1]]
+        what = f"{name} of animal {target[0]}"
+        self.view.set_placing(what)
+        self.statusBar().showMessage(f"Click where the {what} belongs (Esc: cancel)")
+
+    def _place_at(self, x: float, y: float) -> None:
+        target, self.placing = self.placing, None
+        self.view.set_placing(None)
+        self.statusBar().clearMessage()
+        if target is None or self.state.data.instance(self.state.frame, target[0]) is None:
+            return
+        self.editor.move_keypoint(target[0], target[1], x, y)
+
+    def stacked_menu(self, candidates: list[tuple[int, int]]) -> QMenu:
+        """The list offered when several keypoints lie under the pointer.
+
+        Choosing one selects it: it is then drawn on top, to drag.
+        """
+        menu = QMenu(self)
+        names = self.state.data.keypoints.source_names
+        for track, k in candidates:
+            action = menu.addAction(f"{names[k]} (animal {track})")
+            action.triggered.connect(lambda _=False, t=track, kp=k: self._stacked_chosen(t, kp))
+        return menu
+
+    def _stacked_chosen(self, track: int, keypoint: int) -> None:
+        self.state.select([track], keypoint)
+
+    def _stacked_pressed(self, candidates: list, position) -> None:
+        self.stacked_menu(candidates).exec(position)
+
+    def fit_animal(self) -> None:
+        """Zoom to the current animal in this frame (Shift+F; F fits the frame)."""
+        s = self.state
+        inst = s.data.instance(s.frame, s.selection.track) if s.data is not None and \
+            s.selection.track is not None else None
+        if inst is None:
+            self.view.fit()
+            return
+        xy = inst.xy[np.isfinite(inst.xy).all(axis=1)]
+        box = inst.box.copy()
+        if len(xy):  # the keypoints too, in case they stray outside the box
+            box[:2], box[2:] = np.minimum(box[:2], xy.min(0)), np.maximum(box[2:], xy.max(0))
+        self.view.fit_box(box)
+
+    def swap_until_dialog(self) -> None:
+        """Edit → Swap two animals from this frame until frame X."""
+        s = self.state
+        if s.selection.track is None or not s.editable or not self.interactive:
+            return
+        last, ok = QInputDialog.getInt(self, "Swap animals until…", "Last frame of the "
+                                       "mix-up:", s.frame, s.frame, max(s.n_frames - 1, 0))
+        if ok:
+            self.editor.swap_tracks_until(last)
 
     def jump_corrected(self, direction: int) -> None:
         """The next / previous frame with corrections (C / Shift+C)."""
@@ -749,6 +908,10 @@ class MainWindow(QMainWindow):
     def _keypoint_moved(self, track: int, keypoint: int, x: float, y: float) -> None:
         if not self.editor.move_keypoint(track, keypoint, x, y):
             self._refresh_overlays()  # read-only: put the marker back
+
+    def confirm(self, title: str, question: str) -> bool:
+        """Ask yes/no before throwing away the user's work (not interactive: no)."""
+        return self.interactive and dialogs.ask(self, title, question)
 
     def choose_track(self, title: str, candidates: list[int]) -> int | None:
         """Ask which animal (None: cancelled, or not interactive)."""

@@ -18,12 +18,15 @@ import numpy as np
 from PyQt6.QtCore import QObject, pyqtSignal
 
 from clamp_track.errors import InputError
+from clamp_track.io.queue_marks import read_marks, write_marks
 from clamp_track.io.store import ResultStore, Snapshot
 from clamp_track.pipelines.qc import (
     QCConfig,
     Reason,
     ReviewQueue,
+    Status,
     Suspect,
+    corrected_in,
     pair_suspects,
     rank,
     track_suspects,
@@ -85,6 +88,8 @@ class ReviewState(QObject):
         self.queue = ReviewQueue([])
         self._track_events: dict[int, list[Suspect]] = {}  # review-queue events per track
         self._pair_events: list[Suspect] = []  # events between tracks
+        # queue items marked fixed / looks right, by ReviewQueue.key (kept in the store)
+        self.marks: dict[tuple, tuple[Suspect, Status]] = {}
 
     # ------------------------------------------------------------------ session
     @property
@@ -117,6 +122,7 @@ class ReviewState(QObject):
         self.close()
         self.store, self.data = store, data
         self.video_info = store.video_info
+        self.marks = read_marks(store)
         self._rescore(None)
         self._recompute_queue(visited=set())
         self.sessionChanged.emit()
@@ -138,6 +144,7 @@ class ReviewState(QObject):
         self.selection = Selection()
         self.suspects, self.queue = [], ReviewQueue([])
         self._track_events, self._pair_events = {}, []
+        self.marks = {}
         self.frame = 0
         self.sessionChanged.emit()
 
@@ -165,8 +172,7 @@ class ReviewState(QObject):
     def set_reasons(self, reasons: set[Reason] | None) -> None:
         """Filter the review queue by kind (None: all)."""
         self.reasons = reasons
-        self.queue = ReviewQueue(self.suspects, reasons, self.queue.visited)
-        self.queueChanged.emit()
+        self._recompute_queue(rescored=False)
 
     # ------------------------------------------------------------------ edits (undo commands)
     def write_correction(self, frame: int, track: int, keypoint: int,
@@ -239,7 +245,7 @@ class ReviewState(QObject):
         boxes changed (identity edits), not after keypoint corrections.
         """
         self._rescore(tracks, boxes)
-        self._recompute_queue()
+        self._recompute_queue(edited=True)
         self.dataChanged.emit(frozenset(tracks))
 
     def _rescore(self, tracks: set[int] | None, boxes: bool = True) -> None:
@@ -255,13 +261,60 @@ class ReviewState(QObject):
         if boxes:
             self._pair_events = pair_suspects(self.data, self.qc)
 
-    def _recompute_queue(self, visited: set | None = None) -> None:
+    def set_mark(self, suspect: Suspect, status: Status) -> Status:
+        """Mark a queue item fixed / looking right (OPEN: unmark); returns its previous mark.
+
+        Kept in the store (when writable) so the queue's progress survives the session.
+        """
+        key = ReviewQueue.key(suspect)
+        before = self.marks.get(key, (suspect, Status.OPEN))[1]
+        if status is Status.OPEN:
+            self.marks.pop(key, None)
+        else:
+            self.marks[key] = (suspect, status)
+        if self.editable:
+            write_marks(self.store, {key: (suspect, status)})
+        self._recompute_queue(rescored=False)
+        return before
+
+    def _recompute_queue(self, visited: set | None = None, rescored: bool = True,
+                         edited: bool = False) -> None:
+        """Rank the events again and work out each one's status.
+
+        After an edit (``edited``), an item no longer flagged was fixed by it: it is marked
+        fixed (in the store) and stays countable; one that comes back (an undo) is open again.
+        An item whose keypoints the user corrected is fixed while the corrections last.
+        """
         old = self.queue
         current = old.items[old.cursor] if 0 <= old.cursor < len(old) else None
-        events = [e for per_track in self._track_events.values() for e in per_track]
-        self.suspects = rank(events + self._pair_events) if self.data else []
+        before = {ReviewQueue.key(s): s for s in self.suspects}
+        if rescored:
+            events = [e for per_track in self._track_events.values() for e in per_track]
+            self.suspects = rank(events + self._pair_events) if self.data else []
+        live = {ReviewQueue.key(s): s for s in self.suspects}
+        changes: dict = {}
+        if edited:
+            for key, s in before.items():
+                if key not in live and key not in self.marks:
+                    changes[key] = (s, Status.FIXED)
+            for key in live.keys() - before.keys():
+                if key in self.marks and self.marks[key][1] is Status.FIXED:
+                    changes[key] = None
+        for key, value in changes.items():
+            if value is None:
+                del self.marks[key]
+            else:
+                self.marks[key] = value
+        if changes and self.editable:
+            write_marks(self.store, changes)
+        statuses = {key: mark[1] for key, mark in self.marks.items() if key in live}
+        for key, s in live.items():
+            if key not in statuses and corrected_in(self.data, s):
+                statuses[key] = Status.FIXED
+        done = [mark for key, mark in self.marks.items() if key not in live]
+        done.sort(key=lambda m: (-m[0].score, m[0].frame, m[0].track))
         self.queue = ReviewQueue(self.suspects, self.reasons,
-                                 old.visited if visited is None else visited)
+                                 old.visited if visited is None else visited, statuses, done)
         if current is not None:  # stay at the item the user was at, or at its rank if fixed
             keys = [ReviewQueue.key(s) for s in self.queue.items]
             key = ReviewQueue.key(current)

@@ -48,7 +48,7 @@ def test_drag_a_keypoint_saves_it_and_undo_redo_follow(window, results, wait_ima
     _open(window, results, wait_image, frame=10)
     window.state.select([1])
     nose = free_keypoint(window.view, 1)
-    name = window.state.data.keypoints.names[nose]
+    name = window.state.data.keypoints.source_names[nose]
     item = window.view.keypoint_items[(1, nose)]
     start = item.pos()
     target = QPointF(min(start.x() + 40, 800), max(start.y() - 30, 10))
