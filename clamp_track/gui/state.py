@@ -245,7 +245,7 @@ class ReviewState(QObject):
         boxes changed (identity edits), not after keypoint corrections.
         """
         self._rescore(tracks, boxes)
-        self._recompute_queue(edited=True)
+        self._recompute_queue(edited=set(tracks))
         self.dataChanged.emit(frozenset(tracks))
 
     def _rescore(self, tracks: set[int] | None, boxes: bool = True) -> None:
@@ -277,12 +277,25 @@ class ReviewState(QObject):
         self._recompute_queue(rescored=False)
         return before
 
+    @staticmethod
+    def _superseded(gone: Suspect, live, edited: set[int]) -> bool:
+        """Whether an item that left the queue lives on in another one, not fixed.
+
+        That is an item of the same kind over some of its frames, of the same animal (a jump
+        event that shrank) or of another animal the edit concerned (an identity edit moves
+        frames, and their items, between ids).
+        """
+        tracks = set(edited) | {gone.track}
+        return any(s.reason is gone.reason and s.frame <= gone.end and gone.frame <= s.end
+                   and s.track in tracks for s in live)
+
     def _recompute_queue(self, visited: set | None = None, rescored: bool = True,
-                         edited: bool = False) -> None:
+                         edited: set[int] | None = None) -> None:
         """Rank the events again and work out each one's status.
 
-        After an edit (``edited``), an item no longer flagged was fixed by it: it is marked
-        fixed (in the store) and stays countable; one that comes back (an undo) is open again.
+        After an edit of the tracks ``edited``, an item no longer flagged was fixed by it: it
+        is marked fixed (in the store) and stays countable, unless another item carries it on
+        (:meth:`_superseded`); one that comes back (an undo) is open again.
         An item whose keypoints the user corrected is fixed while the corrections last.
         """
         old = self.queue
@@ -293,9 +306,10 @@ class ReviewState(QObject):
             self.suspects = rank(events + self._pair_events) if self.data else []
         live = {ReviewQueue.key(s): s for s in self.suspects}
         changes: dict = {}
-        if edited:
+        if edited is not None:
             for key, s in before.items():
-                if key not in live and key not in self.marks:
+                if key not in live and key not in self.marks and \
+                        not self._superseded(s, live.values(), edited):
                     changes[key] = (s, Status.FIXED)
             for key in live.keys() - before.keys():
                 if key in self.marks and self.marks[key][1] is Status.FIXED:
