@@ -8,6 +8,8 @@ commands (:mod:`clamp_track.gui.undo`) and starts background work (:mod:`clamp_t
 from __future__ import annotations
 
 import logging
+import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +63,26 @@ VIDEO_FILTER = "Videos (*.mp4 *.avi *.mov *.mkv *.m4v *.mpg *.mpeg *.wmv *.webm)
 STORE_FILTER = f"clamp-track results (*{SUFFIX});;All files (*)"
 
 
+def keep_up_note(played: list[tuple[float, int]], time_of, speed: float,
+                 window_s: float = 1.0) -> str:
+    """What the status bar says when playback is slower than asked ("" when it keeps up).
+
+    Args:
+        played: ``(clock seconds, frame)`` of the frames shown lately, oldest first.
+        time_of: The video time (s) of a frame.
+        speed: The speed asked for (1 = real time).
+        window_s: Judge over at least this much clock time.
+    """
+    if len(played) < 3 or played[-1][0] - played[0][0] < window_s:
+        return ""
+    clock = played[-1][0] - played[0][0]
+    achieved = (time_of(played[-1][1]) - time_of(played[0][1])) / clock
+    if achieved >= 0.85 * speed:
+        return ""
+    return (f"Playing at {achieved:.1f}×: decoding cannot keep up with {speed:g}× "
+            "(every frame is shown; pick a lower speed to play in time)")
+
+
 class MainWindow(QMainWindow):
     """The review GUI's main window.
 
@@ -89,6 +111,7 @@ class MainWindow(QMainWindow):
         self._speed = SPEEDS.index(1.0)
         self.play_timer = QTimer(self)
         self.play_timer.timeout.connect(self._tick)
+        self._played: deque[tuple[float, int]] = deque(maxlen=256)  # (clock s, frame) shown
         self.setWindowTitle("clamp-track review")
         self.setAcceptDrops(True)
         self._build_central()
@@ -134,7 +157,8 @@ class MainWindow(QMainWindow):
             "<b>Run → Run pipeline…</b> (Ctrl+R). You can also drop a file here.")
         self.empty_hint.setWordWrap(True)
         self.empty_hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.empty_hint.setMaximumWidth(560)
+        self.empty_hint.setFixedWidth(560)  # a wrapped label needs a width to get its height
+        self.empty_hint.setMinimumHeight(self.empty_hint.heightForWidth(560) + 4)
         buttons = QHBoxLayout()
         buttons.addStretch(1)
         for text, slot in (("Open video…", self.open_video_dialog),
@@ -220,7 +244,8 @@ class MainWindow(QMainWindow):
             self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
             self.docks[name] = dock
         self.resizeDocks(list(self.docks.values()), [120, 380, 300], Qt.Orientation.Vertical)
-        self.resizeDocks([self.docks["Animals"]], [430], Qt.Orientation.Horizontal)
+        # the docks share a column of ~30% of a 1280-pixel window; the video keeps the rest
+        self.resizeDocks([self.docks["Animals"]], [380], Qt.Orientation.Horizontal)
 
     # ================================================================== actions
     def _action(self, text: str, slot, shortcut=None, tip: str = "", checkable=False) -> QAction:
@@ -363,9 +388,13 @@ class MainWindow(QMainWindow):
 
     def _build_status(self) -> None:
         self.frame_label = QLabel()
-        self.decode_label = QLabel()
+        self.decode_label = QLabel()  # developer figures: only with View → Decoding statistics
+        self.decode_label.setVisible(False)
+        self.playback_label = QLabel()  # "playing at 1.6×: decoding cannot keep up with 4×"
+        self.playback_label.setStyleSheet("QLabel { color: #ffcf70; }")
         self.saved_label = QLabel()
-        for widget in (self.saved_label, self.decode_label, self.frame_label):
+        for widget in (self.playback_label, self.saved_label, self.decode_label,
+                       self.frame_label):
             self.statusBar().addPermanentWidget(widget)
 
     def _connect_state(self) -> None:
@@ -640,7 +669,9 @@ class MainWindow(QMainWindow):
         t = self._time_of(s.frame)
         self.time_label.setText(f"/ {s.n_frames - 1}   {int(t // 60):02d}:{t % 60:05.2f}")
         self.frame_label.setText(f"frame {s.frame}")
-        if self.loader is not None and self.loader.stats.requests:
+        self.decode_label.setVisible(self.act_debug.isChecked())
+        if self.act_debug.isChecked() and self.loader is not None and \
+                self.loader.stats.requests:
             st = self.loader.stats
             mean = 1000 * st.decode_s / st.decoded if st.decoded else 0.0
             self.decode_label.setText(f"decode {mean:.0f} ms/frame · cache hits "
@@ -699,6 +730,8 @@ class MainWindow(QMainWindow):
         """Pause."""
         self.play_timer.stop()
         self._set_play_icon(False)
+        self._played.clear()
+        self.playback_label.setText("")
 
     def _set_play_icon(self, playing: bool) -> None:
         icon = QStyle.StandardPixmap.SP_MediaPause if playing else \
@@ -709,6 +742,7 @@ class MainWindow(QMainWindow):
         fps = self.state.video_info.fps if self.state.video_info and \
             self.state.video_info.fps else 25.0
         self.play_timer.start(max(1, int(round(1000 / (fps * SPEEDS[self._speed])))))
+        self._played.clear()
 
     def _tick(self) -> None:
         """Advance one frame once the current one is on screen (playback never skips)."""
@@ -718,6 +752,9 @@ class MainWindow(QMainWindow):
             self.stop_playing()
             return
         self.step(1)
+        self._played.append((time.monotonic(), self.state.frame))
+        self.playback_label.setText(keep_up_note(list(self._played), self._time_of,
+                                                 SPEEDS[self._speed]))
 
     def _set_speed(self, index: int) -> None:
         self._speed = int(np.clip(index, 0, len(SPEEDS) - 1))
@@ -995,6 +1032,8 @@ class MainWindow(QMainWindow):
         video = self.state.video_path
         resumable = self.state.store is not None and not self.state.store.complete
         dialog = dialogs.RunDialog(video, resumable, self)
+        if self.state.store is not None:  # start from the settings these results were made with
+            dialog.use_settings(self.state.store.meta("config") or {})
         if dialog.exec() != dialogs.RunDialog.DialogCode.Accepted:
             return
         try:

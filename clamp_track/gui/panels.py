@@ -376,6 +376,7 @@ class QueuePanel(QWidget):
         self.suggestion = None  # of the current item
         state.queueChanged.connect(self.refresh)
         state.sessionChanged.connect(self.refresh)
+        self.refresh()
 
     def refresh(self) -> None:
         """Show the queue, how much of it is reviewed, and the current item's fix."""
@@ -390,6 +391,7 @@ class QueuePanel(QWidget):
         self.progress.setValue(queue.reviewed)
         n = self.state.n_frames
         frames = len(queue.flagged_frames())
+        self.progress.setVisible(self.state.data is not None)
         if self.state.data is None:
             self.summary.setText("Open results to see what needs review.")
             self.progress_label.setText("")
@@ -419,6 +421,7 @@ class QueuePanel(QWidget):
         if offered:
             self.action_button.setText(self.suggestion.label)
         self.looks_right_button.setEnabled(item is not None)
+        self.looks_right_button.setVisible(self.state.data is not None)
 
     def _clicked(self, index) -> None:
         i, suspect, _ = self.model.rows[index.row()]

@@ -3,6 +3,8 @@ stacked keypoints, gap proposals and identity housekeeping (real events, the sto
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PyQt6.QtCore import QPointF, Qt
@@ -282,3 +284,33 @@ def test_left_right_key_and_the_view_follows(window, results, wait_image):
     assert not window.view.visible_rect().contains(QPointF(*far))
     window.go_to_suspect(0)
     assert window.view.visible_rect().contains(QPointF(*far))
+
+
+def test_the_run_dialog_starts_from_the_stores_settings(window, results, wait_image):
+    from clamp_track.config import from_dict, to_dict
+    from clamp_track.gui.dialogs import RunDialog
+    from clamp_track.pipelines.run import RunConfig
+
+    _open(window, results, wait_image)
+    stored = window.state.store.meta("config")
+    dialog = RunDialog(results.video, False, window)
+    dialog.use_settings(stored)
+    assert dialog.detector.currentText() == "file" and "pose_weights=null" in \
+        dialog.extra.text()
+    asked = dialog.request()
+    assert to_dict(from_dict(RunConfig, asked.settings)) == stored  # the same run again
+    assert Path(dialog.video.text()).is_absolute()
+
+
+def test_playback_says_when_it_cannot_keep_up():
+    from clamp_track.gui.main_window import keep_up_note
+
+    def time_of(frame):
+        return frame / 25.0
+
+    kept = [(i / 50.0, i) for i in range(60)]  # 50 frames/s shown of a 25 fps video: 2x
+    assert keep_up_note(kept, time_of, 2.0) == ""
+    slow = [(i / 40.0, i) for i in range(60)]  # 1.6x when 4x was asked
+    assert keep_up_note(slow, time_of, 4.0).startswith("Playing at 1.6×: decoding cannot "
+                                                       "keep up with 4×")
+    assert keep_up_note(slow[:10], time_of, 4.0) == ""  # too short to judge
