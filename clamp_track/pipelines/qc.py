@@ -389,8 +389,10 @@ def suggest(data: ReviewData, suspect: Suspect, suspects: list[Suspect] = ()) ->
 
     * a track that starts where another ended: merge them, keeping the lower id;
     * two animals' boxes overlapping: swap their ids from the event's frame on;
-    * a left/right swap: exchange the pair on the frames until the swap back (the next
-      left/right event of the same pair and animal, found in ``suspects``), else on the event;
+    * a left/right swap: exchange the pair on the stretch between this event and the nearest
+      other left/right event of the same pair and animal (in ``suspects``), the later one
+      if it is as near (this event starts the stretch), else the earlier one (this event is
+      the swap back); with none, on the event's frames;
     * a jump: place the keypoint that jumped; low confidence: place the least confident one;
     * a box that jumps: look at it.
 
@@ -414,14 +416,18 @@ def suggest(data: ReviewData, suspect: Suspect, suspects: list[Suspect] = ()) ->
     if s.reason is Reason.LEFT_RIGHT_SWAP and s.keypoint is not None:
         partner = dict(data.keypoints.flip_pairs).get(s.keypoint)
         if partner is not None:
-            last = s.end
-            later = [o.frame for o in suspects if o.reason is Reason.LEFT_RIGHT_SWAP and
-                     o.track == s.track and o.keypoint == s.keypoint and o.frame > s.end]
-            if later:
-                last = min(later) - 1
+            first, last = s.frame, s.end
+            same = [o for o in suspects if o.reason is Reason.LEFT_RIGHT_SWAP and
+                    o.track == s.track and o.keypoint == s.keypoint]
+            later = min((o.frame for o in same if o.frame > s.end), default=None)
+            earlier = max((o.frame for o in same if o.end < s.frame), default=None)
+            if later is not None and (earlier is None or later - s.frame <= s.frame - earlier):
+                last = later - 1
+            elif earlier is not None:
+                first, last = earlier, s.frame - 1
             name = pair_name(names[s.keypoint], names[partner])
-            return Suggestion(Action.SWAP_PAIR, f"Swap {name} on {frames_text(s.frame, last)}",
-                              s.track, keypoint=s.keypoint, partner=partner, first=s.frame,
+            return Suggestion(Action.SWAP_PAIR, f"Swap {name} on {frames_text(first, last)}",
+                              s.track, keypoint=s.keypoint, partner=partner, first=first,
                               last=last)
     if s.reason is Reason.JUMP and s.keypoint is not None:
         return Suggestion(Action.FIX_KEYPOINT, f"Fix {names[s.keypoint]} on {where}", s.track,
