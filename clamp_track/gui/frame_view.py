@@ -233,6 +233,9 @@ class FrameView(QGraphicsView):
         ``margin``: the share of the view at each edge that counts as off screen.
         """
         rect = self.visible_rect()
+        w, h = self._frame_size
+        if rect.contains(QRectF(0, 0, w, h)):
+            return False  # the whole frame is on screen
         inner = rect.adjusted(rect.width() * margin, rect.height() * margin,
                               -rect.width() * margin, -rect.height() * margin)
         if inner.contains(QPointF(x, y)):

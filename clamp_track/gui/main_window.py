@@ -243,7 +243,7 @@ class MainWindow(QMainWindow):
                              | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
             self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
             self.docks[name] = dock
-        self.resizeDocks(list(self.docks.values()), [120, 380, 300], Qt.Orientation.Vertical)
+        self.resizeDocks(list(self.docks.values()), [100, 260, 420], Qt.Orientation.Vertical)
         # the docks share a column of ~30% of a 1280-pixel window; the video keeps the rest
         self.resizeDocks([self.docks["Animals"]], [380], Qt.Orientation.Horizontal)
 
@@ -912,9 +912,9 @@ class MainWindow(QMainWindow):
         if inst is None:
             self.view.fit()
             return
-        xy = inst.xy[np.isfinite(inst.xy).all(axis=1)]
+        xy = inst.xy[np.isfinite(inst.xy).all(axis=1) & inst.corrected & ~inst.hidden]
         box = inst.box.copy()
-        if len(xy):  # the keypoints too, in case they stray outside the box
+        if len(xy):  # the user's keypoints too, in case they lie outside the box
             box[:2], box[2:] = np.minimum(box[:2], xy.min(0)), np.maximum(box[2:], xy.max(0))
         self.view.fit_box(box)
 

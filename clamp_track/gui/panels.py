@@ -328,9 +328,8 @@ class QueuePanel(QWidget):
         self.state = state
         self.model = QueueModel(self)
         self.view = _table(self.model)
-        self.view.setWordWrap(True)
-        self.view.verticalHeader().setSectionResizeMode(
-            QHeaderView.ResizeMode.ResizeToContents)
+        self.view.setWordWrap(False)  # one line a row; the Detail column is as wide as its text
+        self.view.setHorizontalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
         self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.view.clicked.connect(self._clicked)
         self.kind = QComboBox()
@@ -414,7 +413,8 @@ class QueuePanel(QWidget):
         else:
             status = queue.status(queue.cursor)
             state = "" if status is Status.OPEN else f" ({status.value})"
-            self.current.setText(f"<b>{item.reason.value.capitalize()}</b>, animal "
+            why = item.reason.value
+            self.current.setText(f"<b>{why[0].upper() + why[1:]}</b>, animal "
                                  f"{item.track}{state}: {item.detail}")
         offered = self.suggestion is not None and self.suggestion.action is not Action.CHECK
         self.action_button.setVisible(offered)

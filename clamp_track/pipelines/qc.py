@@ -7,7 +7,8 @@ applied (so fixing a frame clears its flag):
   ``uncertain`` outlier frames, SLEAP's prediction-score suggestions);
 * **jump**: a keypoint moves further between consecutive frames than a fraction of the box
   diagonal (DeepLabCut's ``jump`` outliers, SLEAP's velocity suggestions); the diagonal makes
-  it independent of the animal's size in pixels, and confident keypoints weigh more;
+  it independent of the animal's size in pixels, and confident keypoints weigh more (a
+  keypoint of confidence 0, not found or placed by hand, does not count);
 * **left/right swap**: for a flip pair (left/right eye, paws...), exchanging the two points
   explains the motion from the previous frame much better than keeping them (SLEAP's label QC
   flags likely L/R swaps);
@@ -192,7 +193,9 @@ def _jumps(data, frames, xy, conf, diag, track: int, cfg: QCConfig) -> _Flags:
     moved = np.zeros(conf.shape, np.float32)  # (T, K) displacement from the previous frame
     moved[1:] = _dist(xy[1:], xy[:-1]) / diag[1:, None]
     weight = np.ones(conf.shape, np.float32)
-    weight[1:] = 0.5 + 0.5 * np.clip(np.minimum(conf[1:], conf[:-1]), 0.0, 1.0)
+    low = np.clip(np.minimum(conf[1:], conf[:-1]), 0.0, 1.0)
+    # confidence 0: not found (a placeholder position, e.g. 0, 0) or placed, not a jump
+    weight[1:] = np.where(low > 0, 0.5 + 0.5 * low, 0.0)
     score = moved * weight * step[:, None] / cfg.jump  # (T, K)
     score = np.nan_to_num(score, nan=0.0)
     worst = score.argmax(axis=1) if score.shape[1] else np.zeros(len(frames), int)

@@ -132,3 +132,14 @@ def test_gap_proposals_interpolate_between_the_frames_around(planted):
                                                      4, 0))  # the other end's position
     assert gap_proposals(planted, 1, 50) is None  # no gap there
     assert gap_proposals(planted, 1, 21, max_gap=3) is None  # too long
+
+
+def test_the_swap_back_item_swaps_the_stretch_before_it(planted):
+    suspects = find_suspects(planted)
+    back = suggest(planted, _one(suspects, Reason.LEFT_RIGHT_SWAP, 1, 90), suspects)
+    assert (back.first, back.last) == (80, 89)
+
+
+def test_a_keypoint_not_found_is_no_jump(planted):
+    planted.tracks[1].raw[40, 0, 2] = 0.0  # the jumping snout was not found there
+    assert not [s for s in find_suspects(planted) if s.reason is Reason.JUMP]
