@@ -821,7 +821,23 @@ class MainWindow(QMainWindow):
 
     # ================================================================== queue progress
     def looks_right(self) -> None:
-        """The current queue item looks right: mark it reviewed and go to the next (Enter)."""
+        """The current queue item looks right: mark it reviewed and go to the next (Enter).
+
+        Enter typed into the frame box (or another text field) is that field's: it commits it.
+        """
+        from PyQt6.QtWidgets import QAbstractSpinBox, QApplication, QLineEdit
+
+        focus = QApplication.focusWidget()
+        box = focus if isinstance(focus, QAbstractSpinBox) else \
+            focus.parent() if isinstance(focus, QLineEdit) and \
+            isinstance(focus.parent(), QAbstractSpinBox) else None
+        if box is not None:
+            box.interpretText()
+            box.editingFinished.emit()
+            return
+        if isinstance(focus, QLineEdit):
+            focus.returnPressed.emit()
+            return
         queue = self.state.queue
         if not 0 <= queue.cursor < len(queue):
             self.next_suspect()

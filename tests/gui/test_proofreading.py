@@ -120,6 +120,13 @@ def test_an_item_resolves_when_its_keypoint_is_fixed(window, results, wait_image
     assert window.state.queue.reviewed == 1
     _key(window, Qt.Key.Key_Z, CTRL)
     assert window.state.queue.status(low[0]) is Status.OPEN
+    # Enter typed into the frame box goes to that frame; it marks nothing
+    window.activateWindow()
+    window.frame_box.setFocus()
+    window.frame_box.lineEdit().selectAll()
+    QTest.keyClicks(window.frame_box.lineEdit(), "12")
+    QTest.keyClick(window.frame_box.lineEdit(), Qt.Key.Key_Return)
+    assert window.state.frame == 12 and window.state.queue.reviewed == 0
 
 
 def test_place_a_keypoint_by_its_number_or_its_row(window, results, wait_image):
