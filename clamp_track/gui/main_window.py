@@ -797,7 +797,11 @@ class MainWindow(QMainWindow):
 
     def _show_suspect(self, suspect) -> None:
         if suspect is None:
-            self.statusBar().showMessage("No more items in the review queue", 3000)
+            queue = self.state.queue
+            done = queue.total and queue.reviewed == queue.total
+            self.statusBar().showMessage(
+                f"Review queue finished: all {queue.total} items reviewed ✓" if done else
+                "No more items in the review queue", 5000)
             return
         self.stop_playing()
         self.state.set_frame(suspect.frame)
@@ -1083,7 +1087,7 @@ class MainWindow(QMainWindow):
         worker = TaskWorker(export_task(request))
 
         def done(paths) -> None:
-            names = "\n".join(str(p) for p in paths)
+            names = "\n".join(str(Path(p).absolute()) for p in paths)
             self.statusBar().showMessage(f"Exported {len(paths)} files", 10000)
             if self.interactive:
                 dialogs.show_info(self, "Export", f"Written:\n{names}")
