@@ -854,7 +854,8 @@ class MainWindow(QMainWindow):
         """Do the current queue item's suggested fix (Ctrl+Enter, or its button).
 
         Merges, swaps and left/right exchanges are done at once (one undo step) and the item
-        is marked fixed; "Fix <keypoint>" arms placing it, so the next click puts it there.
+        is marked fixed; "Fix <keypoint>" arms placing it, so the next click puts it there;
+        "Check animal N" zooms to it (Enter then says it looks right).
         """
         queue, panel = self.state.queue, self.queue_panel
         if not 0 <= queue.cursor < len(queue) or panel.suggestion is None:
@@ -865,6 +866,10 @@ class MainWindow(QMainWindow):
             self.state.select([g.track], g.keypoint)
             self.pick_keypoint(g.keypoint)
             self._pan_to(g.track, g.keypoint)
+        elif g.action is Action.CHECK:  # nothing to change: show the animal up close
+            self.state.set_frame(g.first)
+            self.state.select([g.track])
+            self.fit_animal()
         elif self.editor.apply(item, g):
             self.statusBar().showMessage(f"Done: {g.label} (Ctrl+Z undoes it)", 5000)
 

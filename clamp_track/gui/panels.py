@@ -25,7 +25,7 @@ from PyQt6.QtWidgets import (
 
 from clamp_track.gui.state import ReviewState
 from clamp_track.gui.style import CORRECTED_COLOR, HIDDEN_COLOR, confidence_color, track_color
-from clamp_track.pipelines.qc import Action, Reason, Status, suggest
+from clamp_track.pipelines.qc import Reason, Status, suggest
 from clamp_track.pipelines.review import Instance, TrackStats
 
 _DISPLAY = Qt.ItemDataRole.DisplayRole
@@ -416,7 +416,7 @@ class QueuePanel(QWidget):
             why = item.reason.value
             self.current.setText(f"<b>{why[0].upper() + why[1:]}</b>, animal "
                                  f"{item.track}{state}: {item.detail}")
-        offered = self.suggestion is not None and self.suggestion.action is not Action.CHECK
+        offered = self.suggestion is not None
         self.action_button.setVisible(offered)
         if offered:
             self.action_button.setText(self.suggestion.label)
