@@ -241,7 +241,7 @@ class Editor(QObject):
         """
         s = self.state
         current = s.selection.track
-        if current is None or not s.editable:
+        if current is None or not s.editable or current not in s.data.tracks:
             return
         candidates = [t for t in s.data.track_ids if t != current and s.data.shared_frames(
             current, t) == 0]
@@ -255,6 +255,8 @@ class Editor(QObject):
 
     def merge(self, keep: int, other: int) -> bool:
         """Give ``other``'s frames the id ``keep``; False (after saying why) if they overlap."""
+        if keep not in self.state.data.tracks or other not in self.state.data.tracks:
+            return False
         shared = self.state.data.shared_frames(keep, other)
         if shared:
             self.report_error("Merge animals", f"animals {keep} and {other} are both present "
@@ -330,8 +332,9 @@ class Editor(QObject):
         s, g = self.state, suggestion
         if not s.editable or g.action in (Action.FIX_KEYPOINT, Action.CHECK):
             return False
-        if g.action is Action.MERGE and s.data.shared_frames(g.track, g.other):
-            return self.merge(g.track, g.other)  # refused, with the reason
+        if g.action is Action.MERGE and (not {g.track, g.other} <= set(s.data.tracks) or
+                                         s.data.shared_frames(g.track, g.other)):
+            return self.merge(g.track, g.other)  # refused (with the reason if they overlap)
         if g.action is Action.SWAP_PAIR and not len(self._frames_of(g.track, g.first, g.last)):
             return False
         self.undo_stack.beginMacro(g.label)
