@@ -43,6 +43,7 @@ from clamp_track.gui.panels import KeypointPanel, QueuePanel, TrackPanel
 from clamp_track.gui.state import ReviewState
 from clamp_track.gui.style import track_color
 from clamp_track.gui.timeline import Timeline, TimelineRow
+from clamp_track.gui.undo import MarkItem
 from clamp_track.gui.workers import (
     ExportRequest,
     RunRequest,
@@ -847,7 +848,10 @@ class MainWindow(QMainWindow):
             self.next_suspect()
             return
         self.set_placing(None)
-        self.state.set_mark(queue.items[queue.cursor], Status.LOOKS_RIGHT)
+        item = queue.items[queue.cursor]
+        self.undo_stack.push(MarkItem(self.state, item, Status.LOOKS_RIGHT,
+                                      f"Mark animal {item.track}'s {item.reason.value} at "
+                                      f"frame {item.frame} as looking right"))
         self._show_suspect(self.state.queue.next_open())
 
     def apply_suggestion(self) -> None:

@@ -95,6 +95,10 @@ def test_queue_items_resolve_by_their_action_and_the_progress_is_kept(
     assert panel.model.data(panel.model.index(0, 5)) == "✓ looks right"
     label = panel.progress_label.text()
     assert label == f"2 / {total} reviewed"
+    _key(window, Qt.Key.Key_Z, CTRL)  # a mistaken Enter is undone like an edit
+    assert window.state.queue.status(0) is Status.OPEN
+    _key(window, Qt.Key.Key_Z, CTRL | SHIFT)
+    assert window.state.queue.status(0) is Status.LOOKS_RIGHT
 
     again = MainWindow()  # a new session on the same file
     qtbot.addWidget(again)
