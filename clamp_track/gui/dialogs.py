@@ -271,7 +271,7 @@ class ExportDialog(QDialog):
         self.checks = {}
         layout = QVBoxLayout(self)
         layout.addWidget(QLabel(f"Export the results of <b>{store.name}</b>, with your "
-                                "corrections:"))
+                                "corrections (animals numbered 1, 2, 3… without gaps):"))
         for name, label in EXPORT_FORMATS:
             box = QCheckBox(label)
             box.setChecked(name in ("csv", "dlc"))

@@ -327,8 +327,10 @@ class QueuePanel(QWidget):
         super().__init__(parent)
         self.state = state
         self.model = QueueModel(self)
-        self.view = _table(self.model)
-        self.view.setWordWrap(False)  # one line a row; the Detail column is as wide as its text
+        # one line a row; the last (Detail) column is as wide as its text, not stretched to
+        # the panel and cut off: the table scrolls sideways to show it in full
+        self.view = _table(self.model, stretch_last=False)
+        self.view.setWordWrap(False)
         self.view.setHorizontalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
         self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.view.clicked.connect(self._clicked)

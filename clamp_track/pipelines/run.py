@@ -553,7 +553,10 @@ def export(store: ResultStore, formats, out_dir: str | os.PathLike | None = None
     info = writers.ExportInfo(
         store.keypoints, store.video_info, model_name=(store.meta("model") or {}).get(
             "variant", "clamp"), date=store.meta("dlc_date"), dlc_net_type=dlc_net_type)
-    tidy = corrected_table(store)
+    tidy, boxes, ids = compact_track_ids(corrected_table(store), store.boxes())
+    if any(old != new for old, new in ids.items()):
+        log.info("animals renumbered for export: %s",
+                 ", ".join(f"{old} -> {new}" for old, new in ids.items() if old != new))
     stem = Path(info.video.path).stem
     paths: list[Path] = []
     if "csv" in formats:
@@ -564,7 +567,7 @@ def export(store: ResultStore, formats, out_dir: str | os.PathLike | None = None
     if "sleap" in formats:
         from clamp_track.io.sleap_export import write_sleap
 
-        paths += write_sleap(tidy, out, info, store.boxes())
+        paths += write_sleap(tidy, out, info, boxes)
     if "nwb" in formats:
         from clamp_track.io.nwb_export import write_nwb
 
@@ -572,8 +575,35 @@ def export(store: ResultStore, formats, out_dir: str | os.PathLike | None = None
     if "plot" in formats:
         paths += writers.write_track_plots(tidy, out, info)
     if "video" in formats:
-        paths.append(_annotated_video(store, tidy, info, out / f"{stem}.clamp.mp4", video))
+        paths.append(_annotated_video(store, tidy, boxes, info, out / f"{stem}.clamp.mp4",
+                                      video))
     return paths
+
+
+def compact_track_ids(tidy, boxes):
+    """Number the tracks 1..M in the order of their ids, for export.
+
+    Merging and deleting animals while proofreading leaves gaps (animals 1, 2 and 4); the
+    exported files number them 1, 2, 3 so DeepLabCut's ``animal1..animalM`` and SLEAP's
+    tracks have no empty slots.
+
+    Args:
+        tidy: The tidy keypoint table (a ``track`` column).
+        boxes: The box table (a ``track`` column).
+
+    Returns:
+        ``(tidy, boxes, ids)``: the tables with the new ids (the inputs are not modified)
+        and ``{old id: new id}``.
+    """
+    old = sorted({int(t) for t in tidy["track"].unique()} | {int(t) for t in boxes["track"]})
+    ids = {t: i + 1 for i, t in enumerate(old)}
+    return _renumbered(tidy, ids), _renumbered(boxes, ids), ids
+
+
+def _renumbered(table, ids: dict[int, int]):
+    if all(old == new for old, new in ids.items()):
+        return table
+    return table.assign(track=table["track"].map(ids).astype(table["track"].dtype))
 
 
 def corrected_table(store: ResultStore):
@@ -610,7 +640,7 @@ def corrected_table(store: ResultStore):
     return tidy
 
 
-def _annotated_video(store: ResultStore, tidy, info, path: Path, video) -> Path:
+def _annotated_video(store: ResultStore, tidy, boxes, info, path: Path, video) -> Path:
     from clamp_track.io import export as writers
     from clamp_track.io.video import VideoReader
 
@@ -622,8 +652,7 @@ def _annotated_video(store: ResultStore, tidy, info, path: Path, video) -> Path:
     first, last = (int(frames.min()), int(frames.max()) + 1) if len(frames) else (0, 1)
     with VideoReader(source, start=first, end=last) as reader:
         return writers.write_annotated_video(
-            ((f.index, f.image) for f in reader), path, info, keypoints=tidy,
-            boxes=store.boxes())
+            ((f.index, f.image) for f in reader), path, info, keypoints=tidy, boxes=boxes)
 
 
 def rerun(store: str | os.PathLike, weights: str | os.PathLike,

@@ -221,8 +221,11 @@ def test_a_gap_is_filled_with_proposals_the_user_accepts(window, results, wait_i
         assert not {10, 11, 12} & set(disk.track(1)["frames"].tolist())
 
 
-def test_identity_housekeeping(window, results, wait_image, messages, monkeypatch):
+def test_identity_housekeeping(window, results, wait_image, messages, monkeypatch, tmp_path):
+    import pandas as pd
+
     from clamp_track.gui import dialogs
+    from clamp_track.pipelines.run import export
 
     _break_track(results.store)
     _open(window, results, wait_image, frame=20)
@@ -259,7 +262,18 @@ def test_identity_housekeeping(window, results, wait_image, messages, monkeypatc
     assert 2 in state.data.track_ids and "corrections in 1 frame" in messages[-1][2]
     monkeypatch.setattr(dialogs, "ask", lambda p, t, q: True)
     _key(window, Qt.Key.Key_Delete, SHIFT)
-    assert 2 not in state.data.track_ids
+    assert state.data.track_ids == [1, 3]
+
+    # the export numbers the animals 1, 2 without the gap left by the deleted one
+    with _on_disk(results.store) as disk:
+        paths = export(disk, ("csv", "dlc"), tmp_path / "out")
+        three = disk.track(3)["frames"].tolist()
+    csv = pd.read_csv(next(p for p in paths if p.name.endswith(".clamp.csv")))
+    assert sorted(csv["track"].unique()) == [1, 2]
+    assert sorted(csv.loc[csv["track"] == 2, "frame"].unique()) == three
+    dlc = pd.read_hdf(next(p for p in paths if p.suffix == ".h5"))
+    assert list(dict.fromkeys(dlc.columns.get_level_values("individuals"))) == [
+        "animal1", "animal2"]
 
 
 def test_left_right_key_and_the_view_follows(window, results, wait_image):
@@ -295,6 +309,36 @@ def test_left_right_key_and_the_view_follows(window, results, wait_image):
     assert not window.view.visible_rect().contains(QPointF(*far))
     window.go_to_suspect(0)
     assert window.view.visible_rect().contains(QPointF(*far))
+
+
+def test_at_1280x720_the_video_keeps_most_of_the_width_and_the_queue_explains_itself(
+        window, results, wait_image, qtbot):
+    from clamp_track.gui.panels import SCORE_TIP
+
+    _break_track(results.store)
+    window.resize(1280, 720)
+    _open(window, results, wait_image)
+    qtbot.waitUntil(lambda: window.width() == 1280)
+    assert window.view.width() >= 0.6 * window.width()
+
+    table, model = window.queue_panel.view, window.queue_panel.model
+    assert model.headers[4] == "Score" and model.headerData(
+        4, Qt.Orientation.Horizontal, Qt.ItemDataRole.ToolTipRole) == SCORE_TIP
+    detail = model.data(model.index(0, 6))
+    assert detail == window.state.queue.items[0].detail
+    assert model.data(model.index(0, 6), Qt.ItemDataRole.ToolTipRole) == detail
+    assert table.columnWidth(6) >= table.sizeHintForColumn(6)  # the whole text, scrolled to
+
+    # the status bar speaks to users; decoding figures only in View → Decoding statistics
+    for _ in range(3):
+        _key(window, Qt.Key.Key_Right)
+        wait_image(window)
+    assert not window.decode_label.isVisible()
+    assert "ms" not in window.statusBar().currentMessage()
+    window.act_debug.trigger()
+    assert window.decode_label.isVisible() and "ms/frame" in window.decode_label.text()
+    window.act_debug.trigger()
+    assert not window.decode_label.isVisible()
 
 
 def test_the_run_dialog_starts_from_the_stores_settings(window, results, wait_image):
