@@ -8,7 +8,8 @@ merged), says why not in one line otherwise, and pushes the matching undo comman
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 from PyQt6.QtCore import QObject
@@ -227,10 +228,9 @@ class Editor(QObject):
             self.report_error("Swap animals", "select two animals (Ctrl+click in the animal "
                               "list) to swap their identities")
             return
-        self.undo_stack.beginMacro(f"Swap animals {a} and {b} on frames {first}–{last}")
-        self.undo_stack.push(SwapTracks(s, a, b, first))
-        self.undo_stack.push(SwapTracks(s, a, b, last + 1))
-        self.undo_stack.endMacro()
+        with self._macro(f"Swap animals {a} and {b} on frames {first}–{last}"):
+            self.undo_stack.push(SwapTracks(s, a, b, first))
+            self.undo_stack.push(SwapTracks(s, a, b, last + 1))
         s.set_frame(first)
 
     def merge_tracks(self, keep_current: bool = False) -> None:
@@ -280,18 +280,17 @@ class Editor(QObject):
         if not len(frames):
             return 0
         names = s.data.keypoints.source_names
-        self.undo_stack.beginMacro(text or f"Swap {pair_name(names[a], names[b])} of animal "
-                                   f"{track} on {len(frames)} frames")
-        for f in frames:
-            inst = s.data.instance(int(f), track, s.coordinates)
-            todo = {}
-            for k, src in ((a, b), (b, a)):
-                if inst.hidden[src]:
-                    todo[k] = Correction.hidden()
-                else:
-                    todo[k] = Correction(float(inst.xy[src, 0]), float(inst.xy[src, 1]))
-            self.undo_stack.push(SetKeypoints(s, int(f), track, todo, "swap"))
-        self.undo_stack.endMacro()
+        with self._macro(text or f"Swap {pair_name(names[a], names[b])} of animal "
+                         f"{track} on {len(frames)} frames"):
+            for f in frames:
+                inst = s.data.instance(int(f), track, s.coordinates)
+                todo = {}
+                for k, src in ((a, b), (b, a)):
+                    if inst.hidden[src]:
+                        todo[k] = Correction.hidden()
+                    else:
+                        todo[k] = Correction(float(inst.xy[src, 0]), float(inst.xy[src, 1]))
+                self.undo_stack.push(SetKeypoints(s, int(f), track, todo, "swap"))
         s.set_frame(int(frames[0]) if first <= s.frame <= last else s.frame)
         return len(frames)
 
@@ -322,6 +321,16 @@ class Editor(QObject):
                 last = min(back) - 1
         self.swap_pair(track, left, right, s.frame, last)
 
+    @contextmanager
+    def _macro(self, text: str) -> Iterator[None]:
+        """One undo step of several edits, scored by the review queue once (its result)."""
+        with self.state.batch():
+            self.undo_stack.beginMacro(text)
+            try:
+                yield
+            finally:
+                self.undo_stack.endMacro()
+
     # ------------------------------------------------------------------ queue actions
     def apply(self, suspect: Suspect, suggestion: Suggestion) -> bool:
         """Do a review-queue item's suggested fix, and mark the item fixed (one undo step).
@@ -337,15 +346,14 @@ class Editor(QObject):
             return self.merge(g.track, g.other)  # refused (with the reason if they overlap)
         if g.action is Action.SWAP_PAIR and not len(self._frames_of(g.track, g.first, g.last)):
             return False
-        self.undo_stack.beginMacro(g.label)
-        if g.action is Action.MERGE:
-            self.merge(g.track, g.other)
-        elif g.action is Action.SWAP_TRACKS:
-            self.undo_stack.push(SwapTracks(s, g.track, g.other, g.first))
-        elif g.action is Action.SWAP_PAIR:
-            self.swap_pair(g.track, g.keypoint, g.partner, g.first, g.last)
-        self.undo_stack.push(MarkItem(s, suspect, Status.FIXED, g.label))
-        self.undo_stack.endMacro()
+        with self._macro(g.label):
+            if g.action is Action.MERGE:
+                self.merge(g.track, g.other)
+            elif g.action is Action.SWAP_TRACKS:
+                self.undo_stack.push(SwapTracks(s, g.track, g.other, g.first))
+            elif g.action is Action.SWAP_PAIR:
+                self.swap_pair(g.track, g.keypoint, g.partner, g.first, g.last)
+            self.undo_stack.push(MarkItem(s, suspect, Status.FIXED, g.label))
         return True
 
     def _frames_of(self, track: int, first: int, last: int) -> np.ndarray:
@@ -382,12 +390,11 @@ class Editor(QObject):
                   if s.store.has_frame(int(f))]
         if not frames:
             return 0
-        self.undo_stack.beginMacro(f"Interpolate animal {track} on "
-                                   f"{len(frames)} frames ({frames[0][0]}–{frames[-1][0]})")
-        for f, xy in frames:
-            self.undo_stack.push(AddInstance(s, track, xy, added_instance_box(xy, size),
-                                             f"Propose animal {track} in frame {f}", frame=f))
-        self.undo_stack.endMacro()
+        with self._macro(f"Interpolate animal {track} on "
+                         f"{len(frames)} frames ({frames[0][0]}–{frames[-1][0]})"):
+            for f, xy in frames:
+                self.undo_stack.push(AddInstance(s, track, xy, added_instance_box(xy, size),
+                                                 f"Propose animal {track} in frame {f}", frame=f))
         s.set_frame(frames[0][0], force=True)
         return len(frames)
 
@@ -401,12 +408,11 @@ class Editor(QObject):
                                                                               track)]
         if not frames:
             return 0
-        self.undo_stack.beginMacro(f"Accept {len(frames)} proposed frames of animal {track}")
-        for f in frames:
-            inst = s.data.instance(f, track)
-            todo = {k: Correction(float(x), float(y)) for k, (x, y) in enumerate(inst.xy)}
-            self.undo_stack.push(SetKeypoints(s, f, track, todo, "accept"))
-        self.undo_stack.endMacro()
+        with self._macro(f"Accept {len(frames)} proposed frames of animal {track}"):
+            for f in frames:
+                inst = s.data.instance(f, track)
+                todo = {k: Correction(float(x), float(y)) for k, (x, y) in enumerate(inst.xy)}
+                self.undo_stack.push(SetKeypoints(s, f, track, todo, "accept"))
         return len(frames)
 
 

@@ -278,6 +278,10 @@ class MainWindow(QMainWindow):
         self.act_undo.setShortcuts([QKeySequence(keys.Undo)])
         self.act_redo = self.undo_stack.createRedoAction(self, "&Redo")
         self.act_redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
+        # undoing a step of several edits is one change for the review queue, like doing it
+        for action, step in ((self.act_undo, self.undo), (self.act_redo, self.redo)):
+            action.triggered.disconnect()
+            action.triggered.connect(lambda _=False, step=step: step())
         self.addActions([self.act_undo, self.act_redo])
         ed = self.editor
         self.act_occluded = a("Mark keypoint &occluded / visible", ed.toggle_occluded, "O")
@@ -1036,6 +1040,16 @@ class MainWindow(QMainWindow):
         add.setShortcut(self.act_add.shortcut())
         add.triggered.connect(lambda: self.add_instance((x, y)))
         menu.exec(position)
+
+    def undo(self) -> None:
+        """Edit → Undo (Ctrl+Z): one step, scored by the review queue on its result."""
+        with self.state.batch(undo=True):
+            self.undo_stack.undo()
+
+    def redo(self) -> None:
+        """Edit → Redo (Ctrl+Shift+Z)."""
+        with self.state.batch():
+            self.undo_stack.redo()
 
     def _edited(self) -> None:
         if self.state.store is not None:

@@ -11,6 +11,8 @@ can be undone.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +92,8 @@ class ReviewState(QObject):
         self._pair_events: list[Suspect] = []  # events between tracks
         # queue items marked fixed / looks right, by ReviewQueue.key (kept in the store)
         self.marks: dict[tuple, tuple[Suspect, Status]] = {}
+        self._pending: tuple[set[int], bool] | None = None  # changes held back by batch()
+        self._undoing = False  # in a batch(undo=True)
 
     # ------------------------------------------------------------------ session
     @property
@@ -238,12 +242,43 @@ class ReviewState(QObject):
             self.selectionChanged.emit()
         self._changed(set(tracks), boxes=True)
 
+    @contextmanager
+    def batch(self, undo: bool = False) -> Iterator[None]:
+        """Edits made inside reach the review queue and the views once, at the end.
+
+        For a step of several edits (a macro, its undo and redo): the queue is scored on the
+        step's result, not on the states in between, which would flag (and count as fixed)
+        events that only existed halfway through, e.g. with half of a left/right stretch
+        swapped.
+
+        Args:
+            undo: The edits undo a step: items they make go away are ones the step made, not
+                fixed ones (items the step fixed come back open either way).
+        """
+        if self._pending is not None:  # nested: the outer batch reports
+            yield
+            return
+        self._pending, self._undoing = (set(), False), undo
+        try:
+            yield
+        finally:
+            tracks, boxes = self._pending
+            self._pending = None
+            try:
+                if tracks:
+                    self._changed(tracks, boxes)
+            finally:
+                self._undoing = False
+
     def _changed(self, tracks: set[int], boxes: bool) -> None:
         """Bring the review queue up to date for changed ``tracks`` and tell the views.
 
         Only the changed tracks are rescored; events between tracks are rescored only when
         boxes changed (identity edits), not after keypoint corrections.
         """
+        if self._pending is not None:
+            self._pending = (self._pending[0] | set(tracks), self._pending[1] or boxes)
+            return
         self._rescore(tracks, boxes)
         self._recompute_queue(edited=set(tracks))
         self.dataChanged.emit(frozenset(tracks))
@@ -306,7 +341,7 @@ class ReviewState(QObject):
             self.suspects = rank(events + self._pair_events) if self.data else []
         live = {ReviewQueue.key(s): s for s in self.suspects}
         changes: dict = {}
-        if edited is not None:
+        if edited is not None and not self._undoing:
             for key, s in before.items():
                 if key not in live and key not in self.marks and \
                         not self._superseded(s, live.values(), edited):

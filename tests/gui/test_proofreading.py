@@ -276,6 +276,29 @@ def test_identity_housekeeping(window, results, wait_image, messages, monkeypatc
         "animal1", "animal2"]
 
 
+def test_a_step_of_many_edits_is_scored_on_its_result(window, results, wait_image):
+    """Swapping a left/right pair over frames 5–12 is one step: the queue counts no items
+    that only existed halfway through it (half the stretch swapped); its undo is one step
+    too, and the items the swap made go away with it rather than count as fixed."""
+    from clamp_track.pipelines.qc import ReviewQueue
+
+    _open(window, results, wait_image, frame=5)
+    state = window.state
+    left, right = state.data.keypoints.flip_pairs[0]
+    before = {ReviewQueue.key(s) for s in state.queue.items}
+    total, reviewed = state.queue.total, state.queue.reviewed
+    seen = []  # the queue after each change it was told about
+    state.queueChanged.connect(lambda: seen.append(state.queue.total))
+    assert window.editor.swap_pair(1, left, right, 5, 12) == 8
+    assert len(seen) == 1  # scored once, on the result
+    assert all(ReviewQueue.key(s) in before for s, _ in state.queue.done)
+    seen.clear()
+    _key(window, Qt.Key.Key_Z, CTRL)
+    assert len(seen) == 1
+    assert (state.queue.total, state.queue.reviewed) == (total, reviewed)
+    assert {ReviewQueue.key(s) for s in state.queue.items} == before
+
+
 def test_left_right_key_and_the_view_follows(window, results, wait_image):
     _open(window, results, wait_image, frame=6)
     state = window.state
