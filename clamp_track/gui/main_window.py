@@ -307,7 +307,7 @@ class MainWindow(QMainWindow):
                                   lambda: ed.swap_selected_pair(True), "Shift+X",
                                   tip="Until the swap back flagged in the review queue, else "
                                   "to the end of the track")
-        self.act_gap = a("Interpolate &gap", ed.propose_gap, "Ctrl+G",
+        self.act_gap = a("Interpolate &gap", self.propose_gap, "Ctrl+G",
                          tip="Propose the current animal's keypoints on the frames it is "
                          "missing, between the two frames around; accept them with A or "
                          "Ctrl+Shift+A")
@@ -936,6 +936,15 @@ class MainWindow(QMainWindow):
 
     def _stacked_pressed(self, candidates: list, position) -> None:
         self.stacked_menu(candidates).exec(position)
+
+    def propose_gap(self) -> int:
+        """Edit → Interpolate gap (Ctrl+G), saying what to do with the proposals."""
+        n = self.editor.propose_gap()
+        if n:
+            self.statusBar().showMessage(
+                f"Proposed animal {self.state.selection.track} on {n} frames: drag what is "
+                "wrong, then A accepts a frame, Ctrl+Shift+A all of them (Ctrl+Z: undo)", 10000)
+        return n
 
     def fit_animal(self) -> None:
         """Zoom to the current animal in this frame (Shift+F; F fits the frame)."""

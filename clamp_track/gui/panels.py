@@ -132,8 +132,10 @@ class KeypointModel(_RowsModel):
         """A keypoint's cells."""
         inst = self.instance
         status = ("occluded" if inst.hidden[k] else "corrected" if inst.corrected[k]
-                  else "placed: drag to label" if inst.confidence[k] == 0  # an added animal
+                  else "placed" if inst.confidence[k] == 0  # an added animal, a proposal
                   else "predicted")
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return STATUS_TIPS[status]
         if role == Qt.ItemDataRole.DecorationRole and column == 0:
             if inst.hidden[k]:
                 return QColor(HIDDEN_COLOR)
@@ -147,6 +149,15 @@ class KeypointModel(_RowsModel):
         texts = (self.names[k], f"{x:.1f}", f"{y:.1f}", f"{inst.confidence[k]:.2g}", status)
         return texts[column]
 
+
+#: What a keypoint's status means (the keypoint table's tooltips).
+STATUS_TIPS = {
+    "predicted": "The model's position",
+    "corrected": "Your position: a label (R resets it to the prediction)",
+    "occluded": "Marked occluded / absent (O toggles it)",
+    "placed": "Placed, not a label yet: drag it where it belongs, or accept the animal's "
+              "keypoints as they are (A; Ctrl+Shift+A: all its proposed frames)",
+}
 
 SCORE_TIP = ("How far past its threshold the item went: 1 = just at the threshold, "
              "10 = far past it (the cap). The queue is sorted by it, highest first.")

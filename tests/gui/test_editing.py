@@ -220,12 +220,13 @@ def test_add_a_missed_animal_then_drag_its_keypoints(window, results, wait_image
     np.testing.assert_allclose(window.state.data.instance(10, 3).xy, expected,
                                atol=scale + 1e-3)
     model = window.keypoint_panel.model
-    assert model.data(model.index(0, 4)) == "placed: drag to label"
+    assert model.data(model.index(0, 4)) == "placed"
+    assert "drag it" in model.data(model.index(0, 4), Qt.ItemDataRole.ToolTipRole)
     item = window.view.keypoint_items[(3, 0)]
     target = QPointF(item.pos().x() + 25, item.pos().y() + 15)
     _drag(window.view, item.pos(), target)
     assert model.data(model.index(0, 4)) == "corrected"
-    assert model.data(model.index(1, 4)) == "placed: drag to label"
+    assert model.data(model.index(1, 4)) == "placed"
     with _on_disk(results.store) as disk:
         assert disk.track_ids() == [1, 2, 3] and [c[:3] for c in disk.corrections()] == [
             (10, 3, 0)]

@@ -199,6 +199,7 @@ def test_a_gap_is_filled_with_proposals_the_user_accepts(window, results, wait_i
     state.select([1])
     before, after = (state.data.instance(f, 1).xy for f in (9, 13))
     _key(window, Qt.Key.Key_G, CTRL)
+    assert "on 3 frames" in window.statusBar().currentMessage()  # and what to do next
     with _on_disk(results.store) as disk:
         track = disk.track(1)
         assert {10, 11, 12} <= set(track["frames"].tolist())
