@@ -336,7 +336,7 @@ def test_left_right_key_and_the_view_follows(window, results, wait_image):
 
 
 def test_at_1280x720_the_video_keeps_most_of_the_width_and_the_queue_explains_itself(
-        window, results, wait_image, qtbot):
+        window, results, wait_image, qtbot, tmp_path):
     from clamp_track.gui.panels import SCORE_TIP
 
     _break_track(results.store)
@@ -352,6 +352,22 @@ def test_at_1280x720_the_video_keeps_most_of_the_width_and_the_queue_explains_it
     assert detail == window.state.queue.items[0].detail
     assert model.data(model.index(0, 6), Qt.ItemDataRole.ToolTipRole) == detail
     assert table.columnWidth(6) >= table.sizeHintForColumn(6)  # the whole text, scrolled to
+
+    # keypoints are named in the GUI as in the exports; the export folder is absolute
+    import pandas as pd
+
+    from clamp_track.gui.dialogs import ExportDialog
+    from clamp_track.pipelines.run import export
+
+    state = window.state
+    state.select([1])
+    panel = window.keypoint_panel.model
+    shown = [panel.data(panel.index(k, 0)) for k in range(panel.rowCount())]
+    out = tmp_path / "out"
+    paths = export(state.store, ("csv",), out)
+    assert list(dict.fromkeys(pd.read_csv(paths[0])["keypoint"])) == shown
+    dialog = ExportDialog(Path(results.store.name), None, window)
+    assert Path(dialog.out_dir.text()).is_absolute()
 
     # the status bar speaks to users; decoding figures only in View → Decoding statistics
     for _ in range(3):
