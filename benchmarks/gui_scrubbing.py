@@ -12,11 +12,23 @@ Then, in an offscreen main window, it measures:
   exact frame on screen;
 * random jumps, stepping forward and backward (each waits for the frame): latency and cache
   hit rate;
-* playback at 1x: frames shown per second.
+* playback at 1x: frames shown per second;
+* a scripted proofreading session (``--proofread``, also alone with ``--proofread-only`` on
+  the short cows clip): problems planted in a copy of the store (a track broken in three,
+  left/right eyes exchanged over 5 frames, a paw thrown off in single frames) are fixed
+  through the review queue as a user would (N, then the item's one action: Ctrl+Enter, plus
+  one click where a keypoint belongs), counting keystrokes and clicks and timing each item;
+  then the same fixes on a second copy the way they are made without the queue's actions (as
+  in SLEAP or napari-DeepLabCut: go to the frame, drag each wrong keypoint, select two
+  tracks and merge), side by side. Seconds per item are the GUI's own time plus the time a
+  user needs for those gestures by the Keystroke-Level Model (Card, Moran & Newell 1980:
+  K 0.28 s per key, P 1.1 s to point, B 0.1 s per button press, M 1.35 s to decide, once
+  per item).
 
 Run from the repository root::
 
     python benchmarks/gui_scrubbing.py [--minutes 10] [--gop 60] [--work DIR]
+    python benchmarks/gui_scrubbing.py --proofread-only
 """
 
 from __future__ import annotations
@@ -77,7 +89,8 @@ def make_video(path: Path, minutes: float, gop: int) -> Path:
 
 
 def make_store(video: Path) -> Path:
-    """Three animals walking across the frame in every frame, noisy keypoints."""
+    """Three animals walking across the frame in every frame, noisy keypoints (a layout for
+    1920x1080, scaled to the video's size)."""
     from clamp_track.io.store import ResultStore, store_path
     from clamp_track.io.video import probe
     from clamp_track.skeleton import AP10K
@@ -92,6 +105,7 @@ def make_store(video: Path) -> Path:
                                       "config": {}})
     n, k = info.n_frames, AP10K.num_keypoints
     pattern = rng.uniform(0, 1, (3, k, 2))
+    scale = np.array([info.width / 1920, info.height / 1080] * 2)
     for start in range(0, n, 600):
         frames = list(range(start, min(start + 600, n)))
         poses = []
@@ -100,6 +114,7 @@ def make_store(video: Path) -> Path:
             x0 = 200 + 500 * np.arange(3) + 150 * np.sin(t / 3 + np.arange(3))
             boxes = np.stack([x0, np.full(3, 300.0), x0 + 400, np.full(3, 600.0)], 1)
             kp = boxes[:, None, :2] + pattern * 300 + rng.normal(0, 2, (3, k, 2))
+            boxes, kp = boxes * scale, kp * scale[:2]  # laid out for 1920x1080
             conf = np.clip(rng.normal(0.7, 0.2, (3, k)), 0, 1)
             poses.append(PosePredictions(f, [1, 2, 3], boxes, kp, conf, np.full(3, 0.9)))
         store.write_chunk([(f, f / FPS, True) for f in frames], poses)
@@ -158,12 +173,209 @@ def ms(values) -> str:
     return f"median {1000 * statistics.median(values):.0f} ms, p90 {1000 * p90:.0f} ms"
 
 
+# ----------------------------------------------------------------------- proofreading
+KLM = {"key": 0.28, "point": 1.1, "button": 0.1, "mental": 1.35}  # seconds (Card et al. 1980)
+
+
+def plant_problems(store_file: Path) -> dict:
+    """Plant fixable problems in a store of :func:`make_store`; returns the truth to restore.
+
+    Animal 2 broken into ids 2, 4, 5 (at 1/3 and 2/3 of the frames); animal 1's eyes
+    exchanged on 5 frames, twice; animal 3's left front paw thrown 250 px off in single
+    frames, twice.
+    """
+    from clamp_track.io.store import ResultStore, _blob
+
+    with ResultStore.open(store_file) as store:
+        n = len(store.track(1)["frames"])
+        left, right = store.keypoints.flip_pairs[0]
+        paw = store.keypoints.source_names.index("left_front_paw")
+        thirds = (n // 3, 2 * n // 3)
+        store.reassign([(f, 2, 4) for f in range(thirds[0], thirds[1])]
+                       + [(f, 2, 5) for f in range(thirds[1], n)])
+        truth = {"swaps": [], "jumps": [], "breaks": [(4, 2), (5, 2)], "pair": (left, right),
+                 "paw": paw}
+        one, three = store.track(1), store.track(3)
+        rows = []
+        for start in (n // 5, 3 * n // 5):
+            for f in range(start, start + 5):
+                raw = one["raw"][f].copy()
+                raw[[left, right]] = raw[[right, left]]
+                rows.append((_blob(raw), f, 1))
+            truth["swaps"].append((start, start + 4))
+        for f in (2 * n // 5, 4 * n // 5):
+            raw = three["raw"][f].copy()
+            truth["jumps"].append((f, tuple(map(float, raw[paw, :2]))))
+            raw[paw, 0] += 250
+            rows.append((_blob(raw), f, 3))
+        with store._transaction() as db:
+            db.executemany("UPDATE instances SET raw = ? WHERE frame = ? AND track = ?", rows)
+    return truth
+
+
+class Gestures:
+    """Real key presses and clicks on the window, counted."""
+
+    def __init__(self, app, window):
+        self.app, self.window = app, window
+        self.keys = self.clicks = self.drags = 0
+
+    def key(self, key, modifiers=None) -> None:
+        from PyQt6.QtCore import Qt
+        from PyQt6.QtTest import QTest
+
+        QTest.keyClick(self.window.view, key, modifiers or Qt.KeyboardModifier.NoModifier)
+        self.keys += 1
+        self._settle()
+
+    def click(self, x: float, y: float) -> None:
+        from PyQt6.QtCore import QPointF, Qt
+        from PyQt6.QtTest import QTest
+
+        view = self.window.view
+        QTest.mouseClick(view.viewport(), Qt.MouseButton.LeftButton,
+                         Qt.KeyboardModifier.NoModifier, view.mapFromScene(QPointF(x, y)))
+        self.clicks += 1
+        self._settle()
+
+    def drag(self, track: int, keypoint: int, x: float, y: float) -> None:
+        """Drag a keypoint (the view's drop signal, as :class:`KeypointItem` emits it)."""
+        self.window.view.keypointMoved.emit(track, keypoint, x, y)
+        self.drags += 1
+        self._settle()
+
+    def _settle(self) -> None:
+        self.app.processEvents()
+        if self.window.loader is not None:
+            wait_shown(self.app, self.window)
+
+    def user_seconds(self, items: int) -> float:
+        """Keystroke-Level Model time of the gestures: a drag is point + press + point +
+        release; a click is point + press/release."""
+        k = KLM
+        return (self.keys * k["key"] + self.clicks * (k["point"] + 2 * k["button"])
+                + self.drags * (2 * k["point"] + 2 * k["button"]) + items * k["mental"])
+
+    @property
+    def actions(self) -> int:
+        return self.keys + self.clicks + self.drags
+
+
+def _open_copy(app, store: Path, video: Path | None, name: str):
+    """A copy of ``store`` with the problems planted, open in a new window."""
+    import shutil
+
+    from clamp_track.gui.main_window import MainWindow
+
+    copy = store.with_name(f"{name}{store.name}")
+    for suffix in ("", "-wal", "-shm"):  # no journal of an earlier copy may stay
+        Path(str(copy) + suffix).unlink(missing_ok=True)
+    shutil.copy(store, copy)
+    truth = plant_problems(copy)
+    window = MainWindow(interactive=False)
+    window.resize(1280, 720)
+    window.show()
+    window.open_paths(video, copy)
+    if window.loader is not None:
+        wait_shown(app, window, 60)
+    return window, truth
+
+
+def proofread(app, store: Path, video: Path | None, verbose: bool = False) -> None:
+    """The scripted session through the queue, then the same fixes by hand (module doc)."""
+    from PyQt6.QtCore import Qt
+
+    from clamp_track.pipelines.qc import Action
+
+    window, truth = _open_copy(app, store, video, "queue-")
+    queue = window.state.queue
+    print(f"proofreading: {queue.total} items in the queue after planting "
+          f"{len(truth['breaks'])} breaks, {len(truth['swaps'])} left/right stretches, "
+          f"{len(truth['jumps'])} thrown paws")
+    g = Gestures(app, window)
+    fixed, per_item, start = 0, [], time.perf_counter()
+    key = Qt.Key
+    while True:
+        t = time.perf_counter()
+        g.key(key.Key_N)
+        q = window.state.queue
+        if not 0 <= q.cursor < len(q):
+            break
+        item, suggestion = q.items[q.cursor], window.queue_panel.suggestion
+        if verbose:
+            print(f"  item {item.reason.value} animal {item.track} {item.frame}-{item.end}: "
+                  f"{suggestion.label}")
+        if suggestion.action is Action.FIX_KEYPOINT:
+            g.key(key.Key_Return, Qt.KeyboardModifier.ControlModifier)  # arm placing
+            frame = window.state.frame
+            where = dict(truth["jumps"]).get(frame)
+            if where is None or item.track != 3:  # nothing planted here: it looks right
+                g.key(key.Key_Escape)
+                g.key(key.Key_Return)
+            else:
+                g.click(*where)
+                fixed += 1
+        elif suggestion.action is Action.CHECK:
+            g.key(key.Key_Return)
+        else:
+            g.key(key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+            fixed += 1
+        per_item.append(time.perf_counter() - t)
+    gui_s = time.perf_counter() - start
+    q = window.state.queue
+    items = len(per_item)
+    print(f"proofreading session: {fixed} items fixed, {items} items reviewed "
+          f"({q.reviewed} / {q.total} reviewed), {g.keys} keystrokes + {g.clicks} clicks = "
+          f"{g.actions / items:.1f} per item; {gui_s / items:.2f} s per item of GUI time, "
+          f"{(gui_s + g.user_seconds(items)) / items:.1f} s per item with the user's "
+          "gestures (KLM)")
+    queue_actions, queue_s = g.actions / items, (gui_s + g.user_seconds(items)) / items
+    window.close()
+
+    # the same fixes without the queue's actions: go to each frame and drag, select and merge
+    window, truth = _open_copy(app, store, video, "hand-")
+    g, start = Gestures(app, window), time.perf_counter()
+    state, (left, right) = window.state, truth["pair"]
+    for first, last in truth["swaps"]:
+        for f in range(first, last + 1):
+            state.set_frame(f)  # typing the frame number: K per digit + Enter
+            g.keys += len(str(f)) + 1
+            g._settle()
+            inst = state.data.instance(f, 1)
+            g.drag(1, left, *inst.xy[right])
+            g.drag(1, right, *inst.xy[left])
+    for f, where in truth["jumps"]:
+        state.set_frame(f)
+        g.keys += len(str(f)) + 1
+        g.drag(3, truth["paw"], *where)
+    for other, keep in truth["breaks"]:
+        state.select([keep, other])  # click one row, Ctrl+click the other
+        g.clicks += 2
+        g.key(key.Key_M, Qt.KeyboardModifier.ControlModifier)
+    hand_s = time.perf_counter() - start
+    n = len(truth["swaps"]) + len(truth["jumps"]) + len(truth["breaks"])
+    print(f"same fixes by hand (frame by frame, drag each keypoint, select and merge): "
+          f"{n} problems, {g.keys} keystrokes + {g.clicks} clicks + {g.drags} drags = "
+          f"{g.actions / n:.1f} per problem; {(hand_s + g.user_seconds(n)) / n:.1f} s per "
+          "problem with the user's gestures (KLM)")
+    hand_actions, hand_s = g.actions / n, (hand_s + g.user_seconds(n)) / n
+    print(f"proofreading through the queue: {hand_actions / queue_actions:.1f}x fewer "
+          f"gestures, {hand_s / queue_s:.1f}x less time per problem than by hand "
+          f"(queue items that looked right included)")
+    window.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--gop", type=int, default=60, help="frames between keyframes")
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "clamp-scrub"),
                         help="folder for the video (~650 MB) and its store; reused")
+    parser.add_argument("--proofread", action="store_true",
+                        help="also run the scripted proofreading session")
+    parser.add_argument("--verbose", action="store_true", help="list the queue items")
+    parser.add_argument("--proofread-only", action="store_true",
+                        help="only the proofreading session, on the short cows clip")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     from clamp_track.gui.app import application
@@ -171,6 +383,15 @@ def main() -> None:
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    if args.proofread_only:
+        import shutil
+
+        app = application(offscreen=True)
+        clip = work / SOURCE.name
+        if not clip.exists():
+            shutil.copy(SOURCE, clip)
+        proofread(app, make_store(clip), clip, verbose=args.verbose)
+        return
     t = time.perf_counter()
     video = make_video(work / f"long_{args.minutes:g}min_gop{args.gop}.mp4", args.minutes,
                        args.gop)
@@ -241,6 +462,8 @@ def main() -> None:
           f"shown; decode {1000 * st.decode_s / st.decoded:.0f} ms/frame on average; "
           f"overall cache hit rate {100 * st.hit_rate:.0f}% of {st.requests} requests")
     window.close()
+    if args.proofread:
+        proofread(app, store, video)
 
 
 if __name__ == "__main__":

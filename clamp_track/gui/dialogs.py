@@ -135,7 +135,7 @@ class RunDialog(QDialog):
     def __init__(self, video: Path | None, resumable: bool = False, parent=None):
         super().__init__(parent)
         self.setWindowTitle("Run the pipeline")
-        self.video = QLineEdit(str(video or ""))
+        self.video = QLineEdit(str(Path(video).absolute()) if video else "")
         self.pose_model = QComboBox()
         self.pose_model.setEditable(True)
         self.pose_model.addItems(POSE_MODELS)
@@ -163,7 +163,8 @@ class RunDialog(QDialog):
         self.extra.setPlaceholderText("more settings: KEY=VALUE ..., e.g. "
                                       "tracker.min_track_length=20")
         self.out_dir = QLineEdit()
-        self.out_dir.setPlaceholderText("beside the video")
+        self.out_dir.setPlaceholderText(f"beside the video ({Path(video).absolute().parent})"
+                                        if video else "beside the video")
         self.resume = QCheckBox("Resume the interrupted run")
         self.resume.setChecked(resumable)
         self.resume.setVisible(resumable)
@@ -202,6 +203,37 @@ class RunDialog(QDialog):
         self.detector_model.addItems(DETECTOR_MODELS.get(name, ()))
         self.detector_model.setEnabled(name in DETECTOR_MODELS)
 
+    def use_settings(self, config: dict) -> None:
+        """Start from a run's own settings (a store's ``config``), e.g. to resume or re-run it.
+
+        The main options fill their fields; every other setting that differs from the
+        defaults goes to ``Advanced`` as ``KEY=VALUE``, so the same run is asked for again.
+        """
+        from clamp_track.config import to_dict
+        from clamp_track.pipelines.run import RunConfig
+
+        config = dict(config or {})
+        detect, pose = dict(config.get("detect") or {}), dict(config.get("pose") or {})
+        if config.get("pose_model"):
+            self.pose_model.setCurrentText(str(config["pose_model"]))
+        weights = config.get("pose_weights")
+        self.weights.setText("" if weights in (None, "auto") else str(weights))
+        if detect.get("name") in DETECTORS:
+            self.detector.setCurrentText(detect["name"])
+        self.boxes.setText(str(detect.get("boxes") or ""))
+        self.detect_every.setValue(int(detect.get("every", 1) or 1))
+        self.device.setCurrentText(str(pose.get("device", "auto")))
+        self.batch_size.setValue(int(pose.get("batch_size", 16)))
+        self.flip_test.setChecked(bool(pose.get("flip_test", True)))
+        shown = {("pose_model",), ("detect", "name"), ("detect", "boxes"),
+                 ("detect", "every"), ("pose", "device"), ("pose", "batch_size"),
+                 ("pose", "flip_test")}
+        if weights is not None:  # None (random weights) has no field: it goes to Advanced
+            shown.add(("pose_weights",))
+        extra = [f"{'.'.join(key)}={_yaml(value)}" for key, value in _leaves(config)
+                 if key not in shown and value != _leaf(to_dict(RunConfig()), key)]
+        self.extra.setText(" ".join(extra))
+
     def request(self) -> RunRequest:
         """The run the user asked for.
 
@@ -230,6 +262,33 @@ class RunDialog(QDialog):
                           resume=self.resume.isChecked(), overwrite=self.overwrite.isChecked())
 
 
+def _leaves(tree: dict, prefix: tuple = ()):
+    """``(key path, value)`` of every non-dict value of a nested dict."""
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, (*prefix, key))
+        else:
+            yield (*prefix, key), value
+
+
+def _leaf(tree: dict, key: tuple):
+    for part in key:
+        if not isinstance(tree, dict) or part not in tree:
+            return object()  # differs from anything
+        tree = tree[part]
+    return tree
+
+
+def _yaml(value) -> str:
+    """A value as ``parse_overrides`` reads it back (flow-style YAML, one token)."""
+    import yaml
+
+    if isinstance(value, tuple):
+        value = list(value)
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip() \
+        .removesuffix("...").strip().replace(" ", "")
+
+
 class ExportDialog(QDialog):
     """Choose export formats and a folder (``clamp-track export``).
 
@@ -245,13 +304,13 @@ class ExportDialog(QDialog):
         self.checks = {}
         layout = QVBoxLayout(self)
         layout.addWidget(QLabel(f"Export the results of <b>{store.name}</b>, with your "
-                                "corrections:"))
+                                "corrections (animals numbered 1, 2, 3… without gaps):"))
         for name, label in EXPORT_FORMATS:
             box = QCheckBox(label)
             box.setChecked(name in ("csv", "dlc"))
             self.checks[name] = box
             layout.addWidget(box)
-        self.out_dir = QLineEdit(str(store.parent))
+        self.out_dir = QLineEdit(str(store.absolute().parent))
         form = QFormLayout()
         form.addRow("Folder", _path_row(self.out_dir, lambda e: _pick_folder(e, "Folder")))
         layout.addLayout(form)

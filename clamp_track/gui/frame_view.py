@@ -57,6 +57,7 @@ class KeypointItem(QGraphicsEllipseItem):
         r = SELECTED_RADIUS if selected else MARKER_RADIUS
         super().__init__(-r, -r, 2 * r, 2 * r)
         self.view, self.track, self.keypoint = view, track, keypoint
+        self.selected = selected
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIgnoresTransformations)
         self.setPos(pos)
         self.setZValue(3 if selected else 2)
@@ -116,12 +117,19 @@ class FrameView(QGraphicsView):
         menuRequested(int, int, QPoint): track, keypoint (-1: the box), global position.
         backgroundMenuRequested(float, float, QPoint): right click off any animal: frame
             pixels (inside the frame) and global position.
+        placeRequested(float, float): a left click while placing a keypoint
+            (:meth:`set_placing`): where, in frame pixels (inside the frame).
+        stackedPressed(list, QPoint): a left click on several keypoints drawn on top of each
+            other (none of them selected): ``[(track, keypoint), ...]`` top first, and the
+            global position, for the user to pick one.
     """
 
     keypointMoved = pyqtSignal(int, int, float, float)
     instanceClicked = pyqtSignal(int, int)
     menuRequested = pyqtSignal(int, int, object)
     backgroundMenuRequested = pyqtSignal(float, float, object)
+    placeRequested = pyqtSignal(float, float)
+    stackedPressed = pyqtSignal(list, object)
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -154,6 +162,7 @@ class FrameView(QGraphicsView):
         self._frame_size = (0, 0)
         self._fitted = False
         self.keypoint_items: dict[tuple[int, int], KeypointItem] = {}
+        self.placing: str | None = None  # what a left click places (see set_placing)
 
     # ------------------------------------------------------------------ frame
     def set_frame_size(self, width: int, height: int) -> None:
@@ -198,6 +207,50 @@ class FrameView(QGraphicsView):
             pointer = self.viewport().rect().center()
         pos = self.clamp_to_frame(self.mapToScene(pointer))
         return pos.x(), pos.y()
+
+    def set_placing(self, what: str | None) -> None:
+        """Make the next left click place a keypoint (None: back to selecting and panning).
+
+        Args:
+            what: Shown as the pointer's tooltip, e.g. ``"right shoulder of animal 3"``.
+        """
+        self.placing = what
+        self.setDragMode(QGraphicsView.DragMode.NoDrag if what else
+                         QGraphicsView.DragMode.ScrollHandDrag)
+        if what:
+            self.viewport().setCursor(Qt.CursorShape.CrossCursor)
+        else:
+            self.viewport().unsetCursor()
+        self.viewport().setToolTip(f"Click where the {what} belongs (Esc: cancel)" if what
+                                   else "")
+
+    def visible_rect(self) -> QRectF:
+        """The part of the scene (frame pixels) on screen."""
+        return self.mapToScene(self.viewport().rect()).boundingRect()
+
+    def ensure_visible(self, x: float, y: float, margin: float = 0.1) -> bool:
+        """Pan (keeping the zoom) so that ``(x, y)`` is on screen; True if the view moved.
+
+        ``margin``: the share of the view at each edge that counts as off screen.
+        """
+        rect = self.visible_rect()
+        w, h = self._frame_size
+        if rect.contains(QRectF(0, 0, w, h)):
+            return False  # the whole frame is on screen
+        inner = rect.adjusted(rect.width() * margin, rect.height() * margin,
+                              -rect.width() * margin, -rect.height() * margin)
+        if inner.contains(QPointF(x, y)):
+            return False
+        self.centerOn(QPointF(x, y))
+        return True
+
+    def fit_box(self, box, margin: float = 0.25) -> None:
+        """Zoom to ``x1, y1, x2, y2`` (an animal) with ``margin`` of its size around it."""
+        x1, y1, x2, y2 = (float(v) for v in box)
+        w, h = max(x2 - x1, 8.0), max(y2 - y1, 8.0)
+        self.fitInView(QRectF(x1 - margin * w, y1 - margin * h, w * (1 + 2 * margin),
+                              h * (1 + 2 * margin)), Qt.AspectRatioMode.KeepAspectRatio)
+        self._fitted = False
 
     # ------------------------------------------------------------------ zoom
     def fit(self) -> None:
@@ -303,7 +356,7 @@ class FrameView(QGraphicsView):
         else:
             fill, status = confidence_color(inst.confidence[k]), \
                 f"confidence {inst.confidence[k]:.2g}"
-        tip = f"animal {inst.track}: {kps.names[k]} ({status})"
+        tip = f"animal {inst.track}: {kps.source_names[k]} ({status})"
         item = KeypointItem(self, inst.track, k, QPointF(*inst.xy[k]), fill, selected, tip)
         item.lines = lines.get(k, [])
         self._add(item)
@@ -317,13 +370,35 @@ class FrameView(QGraphicsView):
                 return int(track)
         return None
 
+    def keypoints_at(self, pos) -> list[tuple[int, int]]:
+        """``(track, keypoint)`` of the markers under a viewport position, top first."""
+        return [(item.track, item.keypoint) for item in self.items(pos)
+                if isinstance(item, KeypointItem)]
+
     def mousePressEvent(self, event) -> None:
-        """Clicking a box or label selects its animal; elsewhere the view pans."""
-        item = self.itemAt(event.position().toPoint())
-        if isinstance(item, KeypointItem) or event.button() != Qt.MouseButton.LeftButton:
+        """Place a keypoint, pick one of stacked keypoints, select an animal, or pan.
+
+        While placing, a left click places; on keypoints drawn on top of each other, it asks
+        which one; on a box or label, it selects the animal; elsewhere the view pans.
+        """
+        pos = event.position().toPoint()
+        left = event.button() == Qt.MouseButton.LeftButton
+        if left and self.placing and self._frame_size[0]:
+            where = self.clamp_to_frame(self.mapToScene(pos))
+            self.placeRequested.emit(where.x(), where.y())
+            event.accept()
+            return
+        item = self.itemAt(pos)
+        if left and isinstance(item, KeypointItem) and not item.selected:
+            stacked = self.keypoints_at(pos)
+            if len(stacked) > 1:
+                self.stackedPressed.emit(stacked, event.globalPosition().toPoint())
+                event.accept()
+                return
+        if isinstance(item, KeypointItem) or not left:
             super().mousePressEvent(event)
             return
-        track = self._track_at(event.position().toPoint())
+        track = self._track_at(pos)
         if track is not None:
             self.instanceClicked.emit(track, -1)
         super().mousePressEvent(event)

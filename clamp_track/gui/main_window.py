@@ -8,6 +8,8 @@ commands (:mod:`clamp_track.gui.undo`) and starts background work (:mod:`clamp_t
 from __future__ import annotations
 
 import logging
+import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +44,7 @@ from clamp_track.gui.panels import KeypointPanel, QueuePanel, TrackPanel
 from clamp_track.gui.state import ReviewState
 from clamp_track.gui.style import track_color
 from clamp_track.gui.timeline import Timeline, TimelineRow
+from clamp_track.gui.undo import MarkItem
 from clamp_track.gui.workers import (
     ExportRequest,
     RunRequest,
@@ -53,6 +56,7 @@ from clamp_track.gui.workers import (
 )
 from clamp_track.io.store import SUFFIX, store_path
 from clamp_track.io.video_ref import VideoMismatch, VideoMissing, resolve_video
+from clamp_track.pipelines.qc import Action, Status
 from clamp_track.pipelines.review import Coordinates
 
 log = logging.getLogger(__name__)
@@ -62,6 +66,26 @@ SPEEDS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 STOP_WAIT_MS = 30000
 VIDEO_FILTER = "Videos (*.mp4 *.avi *.mov *.mkv *.m4v *.mpg *.mpeg *.wmv *.webm);;All files (*)"
 STORE_FILTER = f"clamp-track results (*{SUFFIX});;All files (*)"
+
+
+def keep_up_note(played: list[tuple[float, int]], time_of, speed: float,
+                 window_s: float = 1.0) -> str:
+    """What the status bar says when playback is slower than asked ("" when it keeps up).
+
+    Args:
+        played: ``(clock seconds, frame)`` of the frames shown lately, oldest first.
+        time_of: The video time (s) of a frame.
+        speed: The speed asked for (1 = real time).
+        window_s: Judge over at least this much clock time.
+    """
+    if len(played) < 3 or played[-1][0] - played[0][0] < window_s:
+        return ""
+    clock = played[-1][0] - played[0][0]
+    achieved = (time_of(played[-1][1]) - time_of(played[0][1])) / clock
+    if achieved >= 0.85 * speed:
+        return ""
+    return (f"Playing at {achieved:.1f}×: decoding cannot keep up with {speed:g}× "
+            "(every frame is shown; pick a lower speed to play in time)")
 
 
 class MainWindow(QMainWindow):
@@ -79,7 +103,8 @@ class MainWindow(QMainWindow):
         self.state = ReviewState(self)
         self.undo_stack = QUndoStack(self)
         self.editor = Editor(self.state, self.undo_stack, self.report_error, self.choose_track,
-                             self)
+                             self, confirm=self.confirm)
+        self.placing: tuple[int, int] | None = None  # (track, keypoint) a click places
         self.loader: FrameLoader | None = None
         self.video_times: np.ndarray | None = None
         self._low: dict[int, np.ndarray] = {}  # per track: low-confidence rows (timeline)
@@ -93,6 +118,7 @@ class MainWindow(QMainWindow):
         self._speed = SPEEDS.index(1.0)
         self.play_timer = QTimer(self)
         self.play_timer.timeout.connect(self._tick)
+        self._played: deque[tuple[float, int]] = deque(maxlen=256)  # (clock s, frame) shown
         self.setWindowTitle("clamp-track review")
         self.setAcceptDrops(True)
         self._build_central()
@@ -210,7 +236,8 @@ class MainWindow(QMainWindow):
             "<b>Run → Run pipeline…</b> (Ctrl+R). You can also drop a file here.")
         self.empty_hint.setWordWrap(True)
         self.empty_hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.empty_hint.setMaximumWidth(560)
+        self.empty_hint.setFixedWidth(560)  # a wrapped label needs a width to get its height
+        self.empty_hint.setMinimumHeight(self.empty_hint.heightForWidth(560) + 4)
         buttons = QHBoxLayout()
         buttons.addStretch(1)
         for text, slot in (("Open video…", self.open_video_dialog),
@@ -288,6 +315,10 @@ class MainWindow(QMainWindow):
         self.queue_panel.previous_button.clicked.connect(self.previous_suspect)
         self.queue_panel.next_button.clicked.connect(self.next_suspect)
         self.queue_panel.itemChosen.connect(self.go_to_suspect)
+        self.queue_panel.frameChosen.connect(self.state.set_frame)
+        self.queue_panel.action_button.clicked.connect(self.apply_suggestion)
+        self.queue_panel.looks_right_button.clicked.connect(self.looks_right)
+        self.keypoint_panel.keypointPicked.connect(self.pick_keypoint)
         self.docks = {}
         for name, widget in (("Animals", self.track_panel), ("Keypoints", self.keypoint_panel),
                              ("Review queue", self.queue_panel)):
@@ -299,8 +330,9 @@ class MainWindow(QMainWindow):
                              | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
             self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
             self.docks[name] = dock
-        self.resizeDocks(list(self.docks.values()), [120, 380, 300], Qt.Orientation.Vertical)
-        self.resizeDocks([self.docks["Animals"]], [430], Qt.Orientation.Horizontal)
+        self.resizeDocks(list(self.docks.values()), [100, 260, 420], Qt.Orientation.Vertical)
+        # the docks share a column of ~30% of a 1280-pixel window; the video keeps the rest
+        self.resizeDocks([self.docks["Animals"]], [380], Qt.Orientation.Horizontal)
 
     # ================================================================== actions
     def _action(self, text: str, slot, shortcut=None, tip: str = "", checkable=False) -> QAction:
@@ -332,6 +364,10 @@ class MainWindow(QMainWindow):
         self.act_undo.setShortcuts([QKeySequence(keys.Undo)])
         self.act_redo = self.undo_stack.createRedoAction(self, "&Redo")
         self.act_redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
+        # undoing a step of several edits is one change for the review queue, like doing it
+        for action, step in ((self.act_undo, self.undo), (self.act_redo, self.redo)):
+            action.triggered.disconnect()
+            action.triggered.connect(lambda _=False, step=step: step())
         self.addActions([self.act_undo, self.act_redo])
         ed = self.editor
         self.act_occluded = a("Mark keypoint &occluded / visible", ed.toggle_occluded, "O")
@@ -345,7 +381,31 @@ class MainWindow(QMainWindow):
         self.act_delete_after = a("Delete track from this frame &on", ed.delete_track_after,
                                   "Ctrl+Delete")
         self.act_swap = a("&Swap two animals from this frame on", ed.swap_tracks, "Ctrl+T")
-        self.act_merge = a("&Merge two animals", ed.merge_tracks, "Ctrl+M")
+        self.act_merge = a("&Merge two animals (lower id stays)", ed.merge_tracks, "Ctrl+M")
+        self.act_merge_keep = a("Merge two animals, &keeping the current id",
+                                lambda: ed.merge_tracks(keep_current=True), "Ctrl+Shift+M")
+        self.act_swap_until = a("Swap two animals from this frame &until…",
+                                self.swap_until_dialog, "Ctrl+Shift+T")
+        self.act_swap_pair = a("Swap &left/right keypoint in this frame",
+                               lambda: ed.swap_selected_pair(False), "X",
+                               tip="The selected keypoint and its left/right partner")
+        self.act_swap_pair_on = a("Swap left/right keypoint from this frame on",
+                                  lambda: ed.swap_selected_pair(True), "Shift+X",
+                                  tip="Until the swap back flagged in the review queue, else "
+                                  "to the end of the track")
+        self.act_gap = a("Interpolate &gap", self.propose_gap, "Ctrl+G",
+                         tip="Propose the current animal's keypoints on the frames it is "
+                         "missing, between the two frames around; accept them with A or "
+                         "Ctrl+Shift+A")
+        self.act_accept_proposals = a("Accept animal's &proposals as labels",
+                                      ed.accept_proposals, "Ctrl+Shift+A")
+        self.act_looks_right = a("Looks right, next item", self.looks_right,
+                                 ["Return", "Enter"])
+        self.act_apply = a("Do the item's suggested fix", self.apply_suggestion,
+                           ["Ctrl+Return", "Ctrl+Enter"])
+        self.act_cancel = a("Cancel placing", lambda: self.set_placing(None), "Esc")
+        self.place_actions = [a(f"Place keypoint {n}", lambda _=False, k=n - 1:
+                                self.pick_keypoint(k), str(n)) for n in range(1, 10)]
         self.act_name = a("&Name animal…", self.name_track_dialog, "Ctrl+Shift+N",
                           tip="Name the current animal (e.g. female): the name is used by "
                           "every export and survives re-runs")
@@ -377,6 +437,9 @@ class MainWindow(QMainWindow):
         self.act_zoom_in = a("Zoom &in", lambda: self.view.zoom(1.25), ["+", "="])
         self.act_zoom_out = a("Zoom &out", lambda: self.view.zoom(0.8), "-")
         self.act_fit = a("&Fit frame", self.view.fit, ["0", "F"])
+        self.act_fit_animal = a("Fit &animal", self.fit_animal, "Shift+F")
+        self.act_debug = a("&Decoding statistics", self._update_status, checkable=True,
+                           tip="Developer figures in the status bar: decode time, cache hits")
         self.overlay_actions = {}
         for name, label in (("boxes", "Boxes"), ("labels", "Animal labels"),
                             ("skeleton", "Skeleton"), ("keypoints", "Keypoints")):
@@ -391,10 +454,14 @@ class MainWindow(QMainWindow):
                       self.act_export, None, self.act_close, self.act_quit],
             "&Edit": [self.act_undo, self.act_redo, None, self.act_occluded, self.act_reset,
                       self.act_accept, None, self.act_delete_instance, self.act_delete_after,
-                      self.act_delete_track, None, self.act_swap, self.act_merge,
-                      self.act_name, None, self.act_add],
+                      self.act_delete_track, None, self.act_swap, self.act_swap_until,
+                      self.act_merge, self.act_merge_keep, self.act_name, None,
+                      self.act_swap_pair, self.act_swap_pair_on, None, self.act_add,
+                      self.act_gap, self.act_accept_proposals, None, self.act_looks_right,
+                      self.act_apply],
             "&View": [self.act_smoothed, None, *self.overlay_actions.values(), None,
-                      self.act_zoom_in, self.act_zoom_out, self.act_fit],
+                      self.act_zoom_in, self.act_zoom_out, self.act_fit, self.act_fit_animal,
+                      None, self.act_debug],
             "&Go": [self.act_play, self.act_faster, self.act_slower, None, self.act_next,
                     self.act_prev, self.act_next10, self.act_prev10, self.act_first,
                     self.act_last, None, self.act_next_suspect, self.act_prev_suspect,
@@ -416,9 +483,13 @@ class MainWindow(QMainWindow):
 
     def _build_status(self) -> None:
         self.frame_label = QLabel()
-        self.decode_label = QLabel()
+        self.decode_label = QLabel()  # developer figures: only with View → Decoding statistics
+        self.decode_label.setVisible(False)
+        self.playback_label = QLabel()  # "playing at 1.6×: decoding cannot keep up with 4×"
+        self.playback_label.setStyleSheet("QLabel { color: #ffcf70; }")
         self.saved_label = QLabel()
-        for widget in (self.saved_label, self.decode_label, self.frame_label):
+        for widget in (self.playback_label, self.saved_label, self.decode_label,
+                       self.frame_label):
             self.statusBar().addPermanentWidget(widget)
 
     def _connect_state(self) -> None:
@@ -434,6 +505,8 @@ class MainWindow(QMainWindow):
         self.view.instanceClicked.connect(self._instance_clicked)
         self.view.menuRequested.connect(self._instance_menu)
         self.view.backgroundMenuRequested.connect(self._background_menu)
+        self.view.placeRequested.connect(self._place_at)
+        self.view.stackedPressed.connect(self._stacked_pressed)
         self.timeline.seekRequested.connect(self.state.set_frame)
         self.undo_stack.indexChanged.connect(self._edited)
 
@@ -751,7 +824,9 @@ class MainWindow(QMainWindow):
         t = self._time_of(s.frame)
         self.time_label.setText(f"/ {s.n_frames - 1}   {int(t // 60):02d}:{t % 60:05.2f}")
         self.frame_label.setText(f"frame {s.frame}")
-        if self.loader is not None and self.loader.stats.requests:
+        self.decode_label.setVisible(self.act_debug.isChecked())
+        if self.act_debug.isChecked() and self.loader is not None and \
+                self.loader.stats.requests:
             st = self.loader.stats
             mean = 1000 * st.decode_s / st.decoded if st.decoded else 0.0
             self.decode_label.setText(f"decode {mean:.0f} ms/frame · cache hits "
@@ -810,6 +885,8 @@ class MainWindow(QMainWindow):
         """Pause."""
         self.play_timer.stop()
         self._set_play_icon(False)
+        self._played.clear()
+        self.playback_label.setText("")
 
     def _set_play_icon(self, playing: bool) -> None:
         icon = QStyle.StandardPixmap.SP_MediaPause if playing else \
@@ -820,6 +897,7 @@ class MainWindow(QMainWindow):
         fps = self.state.video_info.fps if self.state.video_info and \
             self.state.video_info.fps else 25.0
         self.play_timer.start(max(1, int(round(1000 / (fps * SPEEDS[self._speed])))))
+        self._played.clear()
 
     def _tick(self) -> None:
         """Advance one frame once the current one is on screen (playback never skips)."""
@@ -829,6 +907,9 @@ class MainWindow(QMainWindow):
             self.stop_playing()
             return
         self.step(1)
+        self._played.append((time.monotonic(), self.state.frame))
+        self.playback_label.setText(keep_up_note(list(self._played), self._time_of,
+                                                 SPEEDS[self._speed]))
 
     def _set_speed(self, index: int) -> None:
         self._speed = int(np.clip(index, 0, len(SPEEDS) - 1))
@@ -871,7 +952,11 @@ class MainWindow(QMainWindow):
 
     def _show_suspect(self, suspect) -> None:
         if suspect is None:
-            self.statusBar().showMessage("No more items in the review queue", 3000)
+            queue = self.state.queue
+            done = queue.total and queue.reviewed == queue.total
+            self.statusBar().showMessage(
+                f"Review queue finished: all {queue.total} items reviewed ✓" if done else
+                "No more items in the review queue", 5000)
             return
         self.stop_playing()
         self.state.set_frame(suspect.frame)
@@ -880,6 +965,160 @@ class MainWindow(QMainWindow):
         self.queue_panel.refresh()
         self.statusBar().showMessage(f"Animal {suspect.track}, frame {suspect.frame}: "
                                      f"{suspect.reason.value} — {suspect.detail}", 8000)
+        self._pan_to(suspect.track, suspect.keypoint)
+
+    def _pan_to(self, track: int, keypoint: int | None) -> None:
+        """Pan so the animal's flagged keypoint (else its box centre) is on screen."""
+        inst = self.state.data.instance(self.state.frame, track, self.state.coordinates)
+        if inst is None:
+            return
+        if keypoint is not None and np.isfinite(inst.xy[keypoint]).all():
+            x, y = inst.xy[keypoint]
+        else:
+            x, y = (inst.box[:2] + inst.box[2:]) / 2
+        self.view.ensure_visible(float(x), float(y))
+
+    # ================================================================== queue progress
+    def looks_right(self) -> None:
+        """The current queue item looks right: mark it reviewed and go to the next (Enter).
+
+        Enter typed into the frame box (or another text field) is that field's: it commits it.
+        """
+        from PyQt6.QtWidgets import QAbstractSpinBox, QApplication, QLineEdit
+
+        focus = QApplication.focusWidget()
+        box = focus if isinstance(focus, QAbstractSpinBox) else \
+            focus.parent() if isinstance(focus, QLineEdit) and \
+            isinstance(focus.parent(), QAbstractSpinBox) else None
+        if box is not None:
+            box.interpretText()
+            box.editingFinished.emit()
+            return
+        if isinstance(focus, QLineEdit):
+            focus.returnPressed.emit()
+            return
+        queue = self.state.queue
+        if not 0 <= queue.cursor < len(queue):
+            self.next_suspect()
+            return
+        self.set_placing(None)
+        item = queue.items[queue.cursor]
+        self.undo_stack.push(MarkItem(self.state, item, Status.LOOKS_RIGHT,
+                                      f"Mark animal {item.track}'s {item.reason.value} at "
+                                      f"frame {item.frame} as looking right"))
+        self._show_suspect(self.state.queue.next_open())
+
+    def apply_suggestion(self) -> None:
+        """Do the current queue item's suggested fix (Ctrl+Enter, or its button).
+
+        Merges, swaps and left/right exchanges are done at once (one undo step) and the item
+        is marked fixed; "Fix <keypoint>" arms placing it, so the next click puts it there;
+        "Check animal N" zooms to it (Enter then says it looks right).
+        """
+        queue, panel = self.state.queue, self.queue_panel
+        if not 0 <= queue.cursor < len(queue) or panel.suggestion is None:
+            return
+        item, g = queue.items[queue.cursor], panel.suggestion
+        if g.action is Action.FIX_KEYPOINT:
+            self.state.set_frame(g.first)
+            self.state.select([g.track], g.keypoint)
+            self.pick_keypoint(g.keypoint)
+            self._pan_to(g.track, g.keypoint)
+        elif g.action is Action.CHECK:  # nothing to change: show the animal up close
+            self.state.set_frame(g.first)
+            self.state.select([g.track])
+            self.fit_animal()
+        elif self.editor.apply(item, g):
+            self.statusBar().showMessage(f"Done: {g.label} (Ctrl+Z undoes it)", 5000)
+
+    # ================================================================== placing by name
+    def pick_keypoint(self, keypoint: int) -> None:
+        """Pick a keypoint of the current animal to place: by number (1–9) or in the list.
+
+        The next left click in the frame puts it there (napari-DeepLabCut's way).
+        """
+        s = self.state
+        track = s.selection.track
+        if s.data is None or not s.editable or track is None or \
+                not 0 <= keypoint < s.data.keypoints.num_keypoints:
+            return
+        if s.selection.keypoint != keypoint:
+            s.select(s.selection.tracks, keypoint)
+        if s.data.instance(s.frame, track) is None:
+            self.statusBar().showMessage(f"Animal {track} is not in frame {s.frame}: add it "
+                                         "first (Ctrl+I)", 5000)
+            return
+        self.set_placing((track, keypoint))
+
+    def set_placing(self, target: tuple[int, int] | None) -> None:
+        """Arm (or, with None, disarm) placing ``(track, keypoint)`` by a click."""
+        self.placing = target
+        if target is None:
+            self.view.set_placing(None)
+            return
+        name = self.state.data.keypoints.source_names[target[1]]
+        what = f"{name} of animal {target[0]}"
+        self.view.set_placing(what)
+        self.statusBar().showMessage(f"Click where the {what} belongs (Esc: cancel)")
+
+    def _place_at(self, x: float, y: float) -> None:
+        target, self.placing = self.placing, None
+        self.view.set_placing(None)
+        self.statusBar().clearMessage()
+        if target is None or self.state.data.instance(self.state.frame, target[0]) is None:
+            return
+        self.editor.move_keypoint(target[0], target[1], x, y)
+
+    def stacked_menu(self, candidates: list[tuple[int, int]]) -> QMenu:
+        """The list offered when several keypoints lie under the pointer.
+
+        Choosing one selects it: it is then drawn on top, to drag.
+        """
+        menu = QMenu(self)
+        names = self.state.data.keypoints.source_names
+        for track, k in candidates:
+            action = menu.addAction(f"{names[k]} (animal {track})")
+            action.triggered.connect(lambda _=False, t=track, kp=k: self._stacked_chosen(t, kp))
+        return menu
+
+    def _stacked_chosen(self, track: int, keypoint: int) -> None:
+        self.state.select([track], keypoint)
+
+    def _stacked_pressed(self, candidates: list, position) -> None:
+        self.stacked_menu(candidates).exec(position)
+
+    def propose_gap(self) -> int:
+        """Edit → Interpolate gap (Ctrl+G), saying what to do with the proposals."""
+        n = self.editor.propose_gap()
+        if n:
+            self.statusBar().showMessage(
+                f"Proposed animal {self.state.selection.track} on {n} frames: drag what is "
+                "wrong, then A accepts a frame, Ctrl+Shift+A all of them (Ctrl+Z: undo)", 10000)
+        return n
+
+    def fit_animal(self) -> None:
+        """Zoom to the current animal in this frame (Shift+F; F fits the frame)."""
+        s = self.state
+        inst = s.data.instance(s.frame, s.selection.track) if s.data is not None and \
+            s.selection.track is not None else None
+        if inst is None:
+            self.view.fit()
+            return
+        xy = inst.xy[np.isfinite(inst.xy).all(axis=1) & inst.corrected & ~inst.hidden]
+        box = inst.box.copy()
+        if len(xy):  # the user's keypoints too, in case they lie outside the box
+            box[:2], box[2:] = np.minimum(box[:2], xy.min(0)), np.maximum(box[2:], xy.max(0))
+        self.view.fit_box(box)
+
+    def swap_until_dialog(self) -> None:
+        """Edit → Swap two animals from this frame until frame X."""
+        s = self.state
+        if s.selection.track is None or not s.editable or not self.interactive:
+            return
+        last, ok = QInputDialog.getInt(self, "Swap animals until…", "Last frame of the "
+                                       "mix-up:", s.frame, s.frame, max(s.n_frames - 1, 0))
+        if ok:
+            self.editor.swap_tracks_until(last)
 
     def jump_corrected(self, direction: int) -> None:
         """The next / previous frame with corrections (C / Shift+C)."""
@@ -898,6 +1137,10 @@ class MainWindow(QMainWindow):
     def _keypoint_moved(self, track: int, keypoint: int, x: float, y: float) -> None:
         if not self.editor.move_keypoint(track, keypoint, x, y):
             self._refresh_overlays()  # read-only: put the marker back
+
+    def confirm(self, title: str, question: str) -> bool:
+        """Ask yes/no before throwing away the user's work (not interactive: no)."""
+        return self.interactive and dialogs.ask(self, title, question)
 
     def choose_track(self, title: str, candidates: list[int]) -> int | None:
         """Ask which animal (None: cancelled, or not interactive)."""
@@ -958,6 +1201,16 @@ class MainWindow(QMainWindow):
         self.behaviour.add_scale_actions(menu, x, y)
         menu.exec(position)
 
+    def undo(self) -> None:
+        """Edit → Undo (Ctrl+Z): one step, scored by the review queue on its result."""
+        with self.state.batch(undo=True):
+            self.undo_stack.undo()
+
+    def redo(self) -> None:
+        """Edit → Redo (Ctrl+Shift+Z)."""
+        with self.state.batch():
+            self.undo_stack.redo()
+
     def _edited(self) -> None:
         if self.state.store is not None:
             self.saved_label.setText(f"✓ saved to {self.state.store.path.name}")
@@ -986,6 +1239,8 @@ class MainWindow(QMainWindow):
         video = self.state.video_path
         resumable = self.state.store is not None and not self.state.store.complete
         dialog = dialogs.RunDialog(video, resumable, self)
+        if self.state.store is not None:  # start from the settings these results were made with
+            dialog.use_settings(self.state.store.meta("config") or {})
         if dialog.exec() != dialogs.RunDialog.DialogCode.Accepted:
             return
         try:
@@ -1019,7 +1274,7 @@ class MainWindow(QMainWindow):
         worker = TaskWorker(export_task(request), cancellable=False)
 
         def done(paths) -> None:
-            names = "\n".join(str(p) for p in paths)
+            names = "\n".join(str(Path(p).absolute()) for p in paths)
             self.statusBar().showMessage(f"Exported {len(paths)} files", 10000)
             if self.interactive:
                 dialogs.show_info(self, "Export", f"Written:\n{names}")

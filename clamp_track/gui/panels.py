@@ -16,6 +16,7 @@ from PyQt6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QProgressBar,
     QPushButton,
     QTableView,
     QVBoxLayout,
@@ -24,7 +25,7 @@ from PyQt6.QtWidgets import (
 
 from clamp_track.gui.state import ReviewState
 from clamp_track.gui.style import CORRECTED_COLOR, HIDDEN_COLOR, confidence_color, track_color
-from clamp_track.pipelines.qc import Reason
+from clamp_track.pipelines.qc import Reason, Status, suggest
 from clamp_track.pipelines.review import Instance, TrackStats
 
 _DISPLAY = Qt.ItemDataRole.DisplayRole
@@ -134,8 +135,10 @@ class KeypointModel(_RowsModel):
         """A keypoint's cells."""
         inst = self.instance
         status = ("occluded" if inst.hidden[k] else "corrected" if inst.corrected[k]
-                  else "placed: drag to label" if inst.confidence[k] == 0  # an added animal
+                  else "placed" if inst.confidence[k] == 0  # an added animal, a proposal
                   else "predicted")
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return STATUS_TIPS[status]
         if role == Qt.ItemDataRole.DecorationRole and column == 0:
             if inst.hidden[k]:
                 return QColor(HIDDEN_COLOR)
@@ -150,26 +153,54 @@ class KeypointModel(_RowsModel):
         return texts[column]
 
 
-class QueueModel(_RowsModel):
-    """The review queue's events, in rank order."""
+#: What a keypoint's status means (the keypoint table's tooltips).
+STATUS_TIPS = {
+    "predicted": "The model's position",
+    "corrected": "Your position: a label (R resets it to the prediction)",
+    "occluded": "Marked occluded / absent (O toggles it)",
+    "placed": "Placed, not a label yet: drag it where it belongs, or accept the animal's "
+              "keypoints as they are (A; Ctrl+Shift+A: all its proposed frames)",
+}
 
-    headers = ("#", "Frame", "Animal", "Why", "Score", "Detail")
+SCORE_TIP = ("How far past its threshold the item went: 1 = just at the threshold, "
+             "10 = far past it (the cap). The queue is sorted by it, highest first.")
+
+
+class QueueModel(_RowsModel):
+    """The review queue's items in rank order, then the ones already fixed away.
+
+    A row is ``(index, suspect, status)``; ``index`` is the item's place in the queue, or
+    None for an item that is no longer flagged (fixed earlier).
+    """
+
+    headers = ("#", "Frame", "Animal", "Why", "Score", "Status", "Detail")
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.visited = lambda i: False
 
+    def headerData(self, section, orientation, role=_DISPLAY):
+        """Column titles; the Score column explains itself in a tooltip."""
+        if role == Qt.ItemDataRole.ToolTipRole and orientation == Qt.Orientation.Horizontal \
+                and self.headers[section] == "Score":
+            return SCORE_TIP
+        return super().headerData(section, orientation, role)
+
     def cell(self, row, column: int, role):
-        """An event's cells (visited ones greyed)."""
-        i, suspect = row
-        if role == Qt.ItemDataRole.ForegroundRole and self.visited(i):
+        """An item's cells (reviewed and visited ones greyed)."""
+        i, suspect, status = row
+        if role == Qt.ItemDataRole.ForegroundRole and (
+                status is not Status.OPEN or (i is not None and self.visited(i))):
             return QColor("#7a7d83")
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return SCORE_TIP if self.headers[column] == "Score" else suspect.detail
         if role != _DISPLAY:
             return None
         animal = str(suspect.track) + (f"/{suspect.other}" if suspect.other else "")
         frames = str(suspect.frame) + (f"–{suspect.end}" if suspect.end > suspect.frame else "")
-        texts = (str(i + 1), frames, animal, suspect.reason.value, f"{suspect.score:.1f}",
-                 suspect.detail)
+        mark = {Status.OPEN: "", Status.FIXED: "✓ fixed", Status.LOOKS_RIGHT: "✓ looks right"}
+        texts = ("" if i is None else str(i + 1), frames, animal, suspect.reason.value,
+                 f"{suspect.score:.1f}", mark[status], suspect.detail)
         return texts[column]
 
 
@@ -232,7 +263,14 @@ class TrackPanel(QWidget):
 
 
 class KeypointPanel(QWidget):
-    """The current animal's keypoints; selecting one highlights it in the frame."""
+    """The current animal's keypoints; selecting one highlights it in the frame.
+
+    Signals:
+        keypointPicked(int): The user picked a keypoint in the table (to place it by a click
+            in the frame, napari-DeepLabCut's way).
+    """
+
+    keypointPicked = pyqtSignal(int)
 
     def __init__(self, state: ReviewState, parent=None):
         super().__init__(parent)
@@ -241,6 +279,7 @@ class KeypointPanel(QWidget):
         self.view = _table(self.model)
         self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.view.selectionModel().selectionChanged.connect(self._selected)
+        self.view.clicked.connect(self._clicked)
         self.title = QLabel("No animal selected")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -257,7 +296,7 @@ class KeypointPanel(QWidget):
         instance = None
         if state.data is not None and track is not None:
             instance = state.data.instance(state.frame, track, state.coordinates)
-        names = state.data.keypoints.names if state.data else ()
+        names = state.data.keypoints.source_names if state.data else ()
         self._updating = True
         self.model.set_instance(names, instance)
         if instance is not None and state.selection.keypoint is not None:
@@ -270,30 +309,46 @@ class KeypointPanel(QWidget):
         else:
             self.title.setText(f"Animal {track}, frame {state.frame}")
 
+    def _clicked(self, index) -> None:
+        """A click on the selected row picks it again (to place it once more)."""
+        if index.row() == self.state.selection.keypoint:
+            self.keypointPicked.emit(index.row())
+
     def _selected(self) -> None:
         if self._updating or self.state.selection.track is None:
             return
         rows = self.view.selectionModel().selectedRows()
         keypoint = rows[0].row() if rows else None
         self.state.select(self.state.selection.tracks, keypoint)
+        if keypoint is not None:
+            self.keypointPicked.emit(keypoint)
 
 
 class QueuePanel(QWidget):
-    """The review queue: a ranked list with Previous / Next and a filter by kind.
+    """The review queue: progress, a ranked list, and the current item's one-action fix.
+
+    A single click on a row goes there. Enter marks the current item as looking right and
+    goes to the next open one; the action button (Ctrl+Enter) does the item's suggested fix.
 
     Signals:
-        itemChosen(int): The user picked queue item ``i`` (double click).
+        itemChosen(int): The user picked queue item ``i``.
+        frameChosen(int): The user picked an item that was fixed earlier: its frame.
     """
 
     itemChosen = pyqtSignal(int)
+    frameChosen = pyqtSignal(int)
 
     def __init__(self, state: ReviewState, parent=None):
         super().__init__(parent)
         self.state = state
         self.model = QueueModel(self)
-        self.view = _table(self.model)
+        # one line a row; the last (Detail) column is as wide as its text, not stretched to
+        # the panel and cut off: the table scrolls sideways to show it in full
+        self.view = _table(self.model, stretch_last=False)
+        self.view.setWordWrap(False)
+        self.view.setHorizontalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
         self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.view.doubleClicked.connect(lambda index: self.itemChosen.emit(index.row()))
+        self.view.clicked.connect(self._clicked)
         self.kind = QComboBox()
         self.kind.addItem("All kinds", None)
         for reason in Reason:
@@ -301,35 +356,96 @@ class QueuePanel(QWidget):
         self.kind.currentIndexChanged.connect(self._filter)
         self.previous_button = QPushButton("◀ Previous")
         self.next_button = QPushButton("Next ▶")
+        self.progress_label = QLabel()
+        self.progress = QProgressBar()
+        self.progress.setTextVisible(False)
+        self.progress.setMaximumHeight(8)
         self.summary = QLabel()
         self.summary.setWordWrap(True)
+        self.current = QLabel()
+        self.current.setWordWrap(True)
+        self.action_button = QPushButton()
+        self.action_button.setToolTip("Do this item's suggested fix (Ctrl+Enter); Ctrl+Z "
+                                      "undoes it")
+        self.looks_right_button = QPushButton("Looks right, next ⏎")
+        self.looks_right_button.setToolTip("Mark this item reviewed and go to the next open "
+                                           "one (Enter)")
+        for button in (self.previous_button, self.next_button, self.action_button,
+                       self.looks_right_button):
+            button.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # Enter stays the window's
         top = QHBoxLayout()
         top.addWidget(self.kind, 1)
         top.addWidget(self.previous_button)
         top.addWidget(self.next_button)
+        actions = QHBoxLayout()
+        actions.addWidget(self.action_button, 1)
+        actions.addWidget(self.looks_right_button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(top)
+        layout.addWidget(self.progress_label)
+        layout.addWidget(self.progress)
         layout.addWidget(self.summary)
-        layout.addWidget(self.view)
+        layout.addWidget(self.view, 1)
+        layout.addWidget(self.current)
+        layout.addLayout(actions)
+        self.suggestion = None  # of the current item
         state.queueChanged.connect(self.refresh)
         state.sessionChanged.connect(self.refresh)
+        self.refresh()
 
     def refresh(self) -> None:
-        """Show the queue and where the user is in it."""
+        """Show the queue, how much of it is reviewed, and the current item's fix."""
         queue = self.state.queue
         self.model.visited = queue.is_visited
-        self.model.set_rows(list(enumerate(queue.items)))
+        rows = [(i, s, queue.status(i)) for i, s in enumerate(queue.items)]
+        self.model.set_rows(rows + [(None, s, st) for s, st in queue.done])
         if 0 <= queue.cursor < len(queue):
             self.view.selectRow(queue.cursor)
+        self.progress_label.setText(f"{queue.reviewed} / {queue.total} reviewed")
+        self.progress.setRange(0, max(queue.total, 1))
+        self.progress.setValue(queue.reviewed)
         n = self.state.n_frames
         frames = len(queue.flagged_frames())
+        self.progress.setVisible(self.state.data is not None)
         if self.state.data is None:
             self.summary.setText("Open results to see what needs review.")
+            self.progress_label.setText("")
+        elif queue.total and queue.reviewed == queue.total:
+            self.summary.setText("All reviewed ✓")
         else:
             share = f" ({100 * frames / n:.1f}% of frames)" if n else ""
-            self.summary.setText(f"{len(queue)} to review, covering {frames} frames{share}. "
-                                 "N / P: next / previous")
+            self.summary.setText(f"{queue.total - queue.reviewed} open, covering {frames} "
+                                 f"frames{share}. Enter: looks right, next · N / P: next / "
+                                 "previous")
+        self._show_current()
+
+    def _show_current(self) -> None:
+        queue, data = self.state.queue, self.state.data
+        item = queue.items[queue.cursor] if 0 <= queue.cursor < len(queue) else None
+        self.suggestion = None if item is None or data is None else suggest(
+            data, item, self.state.suspects)
+        if item is None:
+            self.current.setText("Press N (or click a row) to start." if len(queue) else "")
+        else:
+            status = queue.status(queue.cursor)
+            state = "" if status is Status.OPEN else f" ({status.value})"
+            why = item.reason.value
+            self.current.setText(f"<b>{why[0].upper() + why[1:]}</b>, animal "
+                                 f"{item.track}{state}: {item.detail}")
+        offered = self.suggestion is not None
+        self.action_button.setVisible(offered)
+        if offered:
+            self.action_button.setText(self.suggestion.label)
+        self.looks_right_button.setEnabled(item is not None)
+        self.looks_right_button.setVisible(self.state.data is not None)
+
+    def _clicked(self, index) -> None:
+        i, suspect, _ = self.model.rows[index.row()]
+        if i is None:
+            self.frameChosen.emit(suspect.frame)
+        else:
+            self.itemChosen.emit(i)
 
     def _filter(self) -> None:
         reason = self.kind.currentData()

@@ -11,6 +11,8 @@ can be undone.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,12 +20,15 @@ import numpy as np
 from PyQt6.QtCore import QObject, pyqtSignal
 
 from clamp_track.errors import InputError
+from clamp_track.io.queue_marks import read_marks, write_marks
 from clamp_track.io.store import ResultStore, Snapshot
 from clamp_track.pipelines.qc import (
     QCConfig,
     Reason,
     ReviewQueue,
+    Status,
     Suspect,
+    corrected_in,
     pair_suspects,
     rank,
     track_suspects,
@@ -86,6 +91,10 @@ class ReviewState(QObject):
         self.queue = ReviewQueue([])
         self._track_events: dict[int, list[Suspect]] = {}  # review-queue events per track
         self._pair_events: list[Suspect] = []  # events between tracks
+        # queue items marked fixed / looks right, by ReviewQueue.key (kept in the store)
+        self.marks: dict[tuple, tuple[Suspect, Status]] = {}
+        self._pending: tuple[set[int], bool] | None = None  # changes held back by batch()
+        self._undoing = False  # in a batch(undo=True)
 
     # ------------------------------------------------------------------ session
     @property
@@ -118,6 +127,7 @@ class ReviewState(QObject):
         self.close()
         self.store, self.data = store, data
         self.video_info = store.video_info
+        self.marks = read_marks(store)
         self._rescore(None)
         self._recompute_queue(visited=set())
         self.sessionChanged.emit()
@@ -139,6 +149,7 @@ class ReviewState(QObject):
         self.selection = Selection()
         self.suspects, self.queue = [], ReviewQueue([])
         self._track_events, self._pair_events = {}, []
+        self.marks = {}
         self.frame = 0
         self.sessionChanged.emit()
 
@@ -166,8 +177,7 @@ class ReviewState(QObject):
     def set_reasons(self, reasons: set[Reason] | None) -> None:
         """Filter the review queue by kind (None: all)."""
         self.reasons = reasons
-        self.queue = ReviewQueue(self.suspects, reasons, self.queue.visited)
-        self.queueChanged.emit()
+        self._recompute_queue(rescored=False)
 
     # ------------------------------------------------------------------ edits (undo commands)
     def write_correction(self, frame: int, track: int, keypoint: int,
@@ -253,14 +263,45 @@ class ReviewState(QObject):
             self.selectionChanged.emit()
         self._changed(set(tracks), boxes=True)
 
+    @contextmanager
+    def batch(self, undo: bool = False) -> Iterator[None]:
+        """Edits made inside reach the review queue and the views once, at the end.
+
+        For a step of several edits (a macro, its undo and redo): the queue is scored on the
+        step's result, not on the states in between, which would flag (and count as fixed)
+        events that only existed halfway through, e.g. with half of a left/right stretch
+        swapped.
+
+        Args:
+            undo: The edits undo a step: items they make go away are ones the step made, not
+                fixed ones (items the step fixed come back open either way).
+        """
+        if self._pending is not None:  # nested: the outer batch reports
+            yield
+            return
+        self._pending, self._undoing = (set(), False), undo
+        try:
+            yield
+        finally:
+            tracks, boxes = self._pending
+            self._pending = None
+            try:
+                if tracks:
+                    self._changed(tracks, boxes)
+            finally:
+                self._undoing = False
+
     def _changed(self, tracks: set[int], boxes: bool) -> None:
         """Bring the review queue up to date for changed ``tracks`` and tell the views.
 
         Only the changed tracks are rescored; events between tracks are rescored only when
         boxes changed (identity edits), not after keypoint corrections.
         """
+        if self._pending is not None:
+            self._pending = (self._pending[0] | set(tracks), self._pending[1] or boxes)
+            return
         self._rescore(tracks, boxes)
-        self._recompute_queue()
+        self._recompute_queue(edited=set(tracks))
         self.dataChanged.emit(frozenset(tracks))
 
     def _rescore(self, tracks: set[int] | None, boxes: bool = True) -> None:
@@ -276,13 +317,74 @@ class ReviewState(QObject):
         if boxes:
             self._pair_events = pair_suspects(self.data, self.qc)
 
-    def _recompute_queue(self, visited: set | None = None) -> None:
+    def set_mark(self, suspect: Suspect, status: Status) -> Status:
+        """Mark a queue item fixed / looking right (OPEN: unmark); returns its previous mark.
+
+        Kept in the store (when writable) so the queue's progress survives the session.
+        """
+        key = ReviewQueue.key(suspect)
+        before = self.marks.get(key, (suspect, Status.OPEN))[1]
+        if status is Status.OPEN:
+            self.marks.pop(key, None)
+        else:
+            self.marks[key] = (suspect, status)
+        if self.editable:
+            write_marks(self.store, {key: (suspect, status)})
+        self._recompute_queue(rescored=False)
+        return before
+
+    @staticmethod
+    def _superseded(gone: Suspect, live, edited: set[int]) -> bool:
+        """Whether an item that left the queue lives on in another one, not fixed.
+
+        That is an item of the same kind over some of its frames, of the same animal (a jump
+        event that shrank) or of another animal the edit concerned (an identity edit moves
+        frames, and their items, between ids).
+        """
+        tracks = set(edited) | {gone.track}
+        return any(s.reason is gone.reason and s.frame <= gone.end and gone.frame <= s.end
+                   and s.track in tracks for s in live)
+
+    def _recompute_queue(self, visited: set | None = None, rescored: bool = True,
+                         edited: set[int] | None = None) -> None:
+        """Rank the events again and work out each one's status.
+
+        After an edit of the tracks ``edited``, an item no longer flagged was fixed by it: it
+        is marked fixed (in the store) and stays countable, unless another item carries it on
+        (:meth:`_superseded`); one that comes back (an undo) is open again.
+        An item whose keypoints the user corrected is fixed while the corrections last.
+        """
         old = self.queue
         current = old.items[old.cursor] if 0 <= old.cursor < len(old) else None
-        events = [e for per_track in self._track_events.values() for e in per_track]
-        self.suspects = rank(events + self._pair_events) if self.data else []
+        before = {ReviewQueue.key(s): s for s in self.suspects}
+        if rescored:
+            events = [e for per_track in self._track_events.values() for e in per_track]
+            self.suspects = rank(events + self._pair_events) if self.data else []
+        live = {ReviewQueue.key(s): s for s in self.suspects}
+        changes: dict = {}
+        if edited is not None and not self._undoing:
+            for key, s in before.items():
+                if key not in live and key not in self.marks and \
+                        not self._superseded(s, live.values(), edited):
+                    changes[key] = (s, Status.FIXED)
+            for key in live.keys() - before.keys():
+                if key in self.marks and self.marks[key][1] is Status.FIXED:
+                    changes[key] = None
+        for key, value in changes.items():
+            if value is None:
+                del self.marks[key]
+            else:
+                self.marks[key] = value
+        if changes and self.editable:
+            write_marks(self.store, changes)
+        statuses = {key: mark[1] for key, mark in self.marks.items() if key in live}
+        for key, s in live.items():
+            if key not in statuses and corrected_in(self.data, s):
+                statuses[key] = Status.FIXED
+        done = [mark for key, mark in self.marks.items() if key not in live]
+        done.sort(key=lambda m: (-m[0].score, m[0].frame, m[0].track))
         self.queue = ReviewQueue(self.suspects, self.reasons,
-                                 old.visited if visited is None else visited)
+                                 old.visited if visited is None else visited, statuses, done)
         if current is not None:  # stay at the item the user was at, or at its rank if fixed
             keys = [ReviewQueue.key(s) for s in self.queue.items]
             key = ReviewQueue.key(current)

@@ -131,10 +131,11 @@ class MergeTracks(_Command):
 
 
 class AddInstance(_Command):
-    """Add an animal the detector missed to the current frame (undo deletes it again)."""
+    """Add an animal the detector missed to the current frame or ``frame`` (undo deletes it)."""
 
-    def __init__(self, state: ReviewState, track: int, xy, box, text: str):
-        super().__init__(state, text, state.frame, (track,))
+    def __init__(self, state: ReviewState, track: int, xy, box, text: str,
+                 frame: int | None = None):
+        super().__init__(state, text, state.frame if frame is None else frame, (track,))
         self.track, self.xy, self.box = track, xy, box
 
     def redo(self) -> None:
@@ -146,3 +147,23 @@ class AddInstance(_Command):
         """Delete it (with any correction made to it since: those commands were undone)."""
         self.state.delete_instances(self.track, self.frame, self.frame, record=False)
         self._show()
+
+
+class MarkItem(QUndoCommand):
+    """Mark a review-queue item (fixed by its suggested action); undo restores the mark.
+
+    Pushed inside the action's macro, so undoing the action reopens the item too.
+    """
+
+    def __init__(self, state: ReviewState, suspect, status, text: str = "Mark review item"):
+        super().__init__(text)
+        self.state, self.suspect, self.status = state, suspect, status
+        self.before = None
+
+    def redo(self) -> None:
+        """Set the mark."""
+        self.before = self.state.set_mark(self.suspect, self.status)
+
+    def undo(self) -> None:
+        """Put the previous mark back."""
+        self.state.set_mark(self.suspect, self.before)

@@ -7,7 +7,8 @@ applied (so fixing a frame clears its flag):
   ``uncertain`` outlier frames, SLEAP's prediction-score suggestions);
 * **jump**: a keypoint moves further between consecutive frames than a fraction of the box
   diagonal (DeepLabCut's ``jump`` outliers, SLEAP's velocity suggestions); the diagonal makes
-  it independent of the animal's size in pixels, and confident keypoints weigh more;
+  it independent of the animal's size in pixels, and confident keypoints weigh more (a
+  keypoint of confidence 0, not found or placed by hand, does not count);
 * **left/right swap**: for a flip pair (left/right eye, paws...), exchanging the two points
   explains the motion from the previous frame much better than keeping them (SLEAP's label QC
   flags likely L/R swaps);
@@ -192,15 +193,17 @@ def _jumps(data, frames, xy, conf, diag, track: int, cfg: QCConfig) -> _Flags:
     moved = np.zeros(conf.shape, np.float32)  # (T, K) displacement from the previous frame
     moved[1:] = _dist(xy[1:], xy[:-1]) / diag[1:, None]
     weight = np.ones(conf.shape, np.float32)
-    weight[1:] = 0.5 + 0.5 * np.clip(np.minimum(conf[1:], conf[:-1]), 0.0, 1.0)
+    low = np.clip(np.minimum(conf[1:], conf[:-1]), 0.0, 1.0)
+    # confidence 0: not found (a placeholder position, e.g. 0, 0) or placed, not a jump
+    weight[1:] = np.where(low > 0, 0.5 + 0.5 * low, 0.0)
     score = moved * weight * step[:, None] / cfg.jump  # (T, K)
     score = np.nan_to_num(score, nan=0.0)
     worst = score.argmax(axis=1) if score.shape[1] else np.zeros(len(frames), int)
     best = score[np.arange(len(frames)), worst] if score.shape[1] else np.zeros(len(frames))
     hit = best >= 1.0
-    names = data.keypoints.names
-    details = [f"{names[k]} moved {moved[i, k]:.2f} box diagonals"
-               for i, k in zip(np.flatnonzero(hit), worst[hit])]
+    names = data.keypoints.source_names
+    details = [f"{names[k]} moved {moved[i, k]:.2f} box diagonals from frame "
+               f"{frames[i] - 1} to {frames[i]}" for i, k in zip(np.flatnonzero(hit), worst[hit])]
     return _Flags(frames[hit], best[hit], details, [int(k) for k in worst[hit]], track,
                   Reason.JUMP)
 
@@ -223,7 +226,7 @@ def _swaps(data, frames, xy, diag, track: int, cfg: QCConfig) -> _Flags:
     worst = score.argmax(axis=1)
     best = score[np.arange(len(score)), worst]
     hit = np.flatnonzero(best >= 1.0)
-    names = data.keypoints.names
+    names = data.keypoints.source_names
     details = [f"{names[pairs[p][0]]} and {names[pairs[p][1]]} may be exchanged"
                for p in worst[hit]]
     return _Flags(frames[hit + 1], best[hit], details, [pairs[p][0] for p in worst[hit]],
@@ -328,21 +331,167 @@ def _events(flags: _Flags, merge_gap: int) -> list[Suspect]:
     return events
 
 
+class Status(enum.Enum):
+    """Where a review-queue item stands (kept in the store: :mod:`clamp_track.io.queue_marks`)."""
+
+    OPEN = "open"
+    FIXED = "fixed"
+    LOOKS_RIGHT = "looks right"
+
+
+class Action(enum.Enum):
+    """What a review-queue item suggests doing about it (:func:`suggest`)."""
+
+    MERGE = "merge"  # give ``other``'s frames ``keep``'s id (a broken track)
+    SWAP_TRACKS = "swap tracks"  # exchange two animals' ids from a frame on
+    SWAP_PAIR = "swap pair"  # exchange a left/right keypoint pair over some frames
+    FIX_KEYPOINT = "fix keypoint"  # place one keypoint by hand
+    CHECK = "check"  # look; Enter if it looks right
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """One item's suggested fix, offered as one action.
+
+    Attributes:
+        action: What to do.
+        label: The button's text, e.g. ``"Merge 5 → 4"``, ``"Fix right shoulder"``.
+        track: The animal the action changes (the id kept, for a merge).
+        other: The second animal (merge: the id that goes; swap: the other animal).
+        keypoint: The keypoint to place (FIX_KEYPOINT) or the left one of the pair (SWAP_PAIR).
+        partner: The right keypoint of the pair (SWAP_PAIR).
+        first: The first frame concerned.
+        last: The last frame concerned.
+    """
+
+    action: Action
+    label: str
+    track: int
+    other: int | None = None
+    keypoint: int | None = None
+    partner: int | None = None
+    first: int = 0
+    last: int = 0
+
+
+def frames_text(first: int, last: int) -> str:
+    """``"frame 12"`` or ``"frames 49–52"``."""
+    return f"frame {first}" if last <= first else f"frames {first}–{last}"
+
+
+def pair_name(a: str, b: str) -> str:
+    """``"left eye", "right eye"`` -> ``"left/right eye"`` (else ``"a/b"``)."""
+    ta, tb = a.replace("_", " ").split(" "), b.replace("_", " ").split(" ")
+    if len(ta) == len(tb) and len(ta) > 1 and ta[1:] == tb[1:]:
+        return f"{ta[0]}/{tb[0]} {' '.join(ta[1:])}"
+    return f"{a}/{b}"
+
+
+def suggest(data: ReviewData, suspect: Suspect, suspects: list[Suspect] = ()) -> Suggestion:
+    """The one action that most likely fixes ``suspect``.
+
+    * a track that starts where another ended: merge them, keeping the lower id;
+    * two animals' boxes overlapping: swap their ids from the event's frame on;
+    * a left/right swap: exchange the pair on the stretch between this event and the nearest
+      other left/right event of the same pair and animal (in ``suspects``), the later one
+      if it is as near (this event starts the stretch), else the earlier one (this event is
+      the swap back); with none, on the event's frames;
+    * a jump: place the keypoint that jumped; low confidence: place the least confident one;
+    * a box that jumps: look at it.
+
+    Args:
+        data: The results (for names, and the least confident keypoint).
+        suspect: The item.
+        suspects: Every item (for the end of a left/right swap).
+    """
+    s, names = suspect, data.keypoints.source_names
+    where = frames_text(s.frame, s.end)
+    if s.reason is Reason.ID_SWITCH and s.other is not None and s.frame == s.end and \
+            s.other in data.tracks and s.track in data.tracks and \
+            data.shared_frames(s.track, s.other) == 0:
+        keep, gone = min(s.track, s.other), max(s.track, s.other)
+        return Suggestion(Action.MERGE, f"Merge {gone} → {keep}", keep, other=gone,
+                          first=s.frame, last=s.end)
+    if s.reason is Reason.ID_SWITCH and s.other is not None:
+        return Suggestion(Action.SWAP_TRACKS, f"Swap animals {s.track} and {s.other} from "
+                          f"frame {s.frame}", s.track, other=s.other, first=s.frame,
+                          last=s.end)
+    if s.reason is Reason.LEFT_RIGHT_SWAP and s.keypoint is not None:
+        partner = dict(data.keypoints.flip_pairs).get(s.keypoint)
+        if partner is not None:
+            first, last = s.frame, s.end
+            same = [o for o in suspects if o.reason is Reason.LEFT_RIGHT_SWAP and
+                    o.track == s.track and o.keypoint == s.keypoint]
+            later = min((o.frame for o in same if o.frame > s.end), default=None)
+            earlier = max((o.frame for o in same if o.end < s.frame), default=None)
+            if later is not None and (earlier is None or later - s.frame <= s.frame - earlier):
+                last = later - 1
+            elif earlier is not None:
+                first, last = earlier, s.frame - 1
+            name = pair_name(names[s.keypoint], names[partner])
+            return Suggestion(Action.SWAP_PAIR, f"Swap {name} on {frames_text(first, last)}",
+                              s.track, keypoint=s.keypoint, partner=partner, first=first,
+                              last=last)
+    if s.reason is Reason.JUMP and s.keypoint is not None:
+        return Suggestion(Action.FIX_KEYPOINT, f"Fix {names[s.keypoint]} on {where}", s.track,
+                          keypoint=s.keypoint, first=s.frame, last=s.end)
+    if s.reason is Reason.LOW_CONFIDENCE and s.track in data.tracks:
+        inst = data.instance(s.frame, s.track)
+        if inst is not None and len(inst.confidence):
+            k = int(np.argmin(np.where(inst.corrected, np.inf, inst.confidence)))
+            return Suggestion(Action.FIX_KEYPOINT, f"Fix {names[k]} on {where}", s.track,
+                              keypoint=k, first=s.frame, last=s.end)
+    return Suggestion(Action.CHECK, f"Check animal {s.track} on {where}", s.track,
+                      first=s.frame, last=s.end)
+
+
+def corrected_in(data: ReviewData, suspect: Suspect) -> bool:
+    """Whether the user corrected what ``suspect`` is about, within its frames.
+
+    A jump or left/right item is about its keypoint (and the pair's partner); a
+    low-confidence item about any keypoint of its animal; identity items are not fixed by
+    keypoint corrections (their fix changes the tracks, which removes the item).
+    """
+    if suspect.reason is Reason.ID_SWITCH or suspect.track not in data.tracks:
+        return False
+    kps = None
+    if suspect.keypoint is not None:
+        kps = {suspect.keypoint}
+        partner = dict(data.keypoints.flip_pairs + tuple(
+            (b, a) for a, b in data.keypoints.flip_pairs)).get(suspect.keypoint)
+        if suspect.reason is Reason.LEFT_RIGHT_SWAP and partner is not None:
+            kps.add(partner)
+    for frame in range(suspect.frame, suspect.end + 1):
+        for k in range(data.keypoints.num_keypoints) if kps is None else kps:
+            if data.correction(frame, suspect.track, k) is not None:
+                return True
+    return False
+
+
 class ReviewQueue:
     """The ranked events with a cursor, for "next / previous suspicious frame".
+
+    Items that were fixed (and so left the list of events) stay countable in ``done``, so
+    the queue can say how much of it is reviewed: ``reviewed / total``.
 
     Args:
         suspects: Events, most suspicious first (as :func:`find_suspects` returns them).
         reasons: Only keep these kinds (None: all).
         visited: Keys (:meth:`key`) of events already looked at; shared, so the marks survive
             a recomputation after an edit.
+        statuses: Status of each event by key (missing: open).
+        done: Events resolved earlier that are no longer flagged, with their status.
     """
 
     def __init__(self, suspects: list[Suspect], reasons: set[Reason] | None = None,
-                 visited: set[tuple] | None = None):
+                 visited: set[tuple] | None = None,
+                 statuses: dict[tuple, Status] | None = None,
+                 done: list[tuple[Suspect, Status]] = ()):
         self.items = [s for s in suspects if reasons is None or s.reason in reasons]
+        self.done = [(s, st) for s, st in done if reasons is None or s.reason in reasons]
         self.cursor = -1  # index of the item shown last; -1 before the first
         self.visited: set[tuple] = set() if visited is None else visited
+        self.statuses = {} if statuses is None else statuses
 
     @staticmethod
     def key(suspect: Suspect) -> tuple:
@@ -352,6 +501,21 @@ class ReviewQueue:
     def is_visited(self, index: int) -> bool:
         """Whether the user has been to item ``index``."""
         return self.key(self.items[index]) in self.visited
+
+    def status(self, index: int) -> Status:
+        """Where item ``index`` stands."""
+        return self.statuses.get(self.key(self.items[index]), Status.OPEN)
+
+    @property
+    def total(self) -> int:
+        """Items flagged now plus those fixed away earlier."""
+        return len(self.items) + len(self.done)
+
+    @property
+    def reviewed(self) -> int:
+        """Items fixed or marked as looking right."""
+        return len(self.done) + sum(self.status(i) is not Status.OPEN
+                                    for i in range(len(self.items)))
 
     def __len__(self) -> int:
         return len(self.items)
@@ -365,8 +529,20 @@ class ReviewQueue:
         return self.items[index]
 
     def next(self) -> Suspect | None:
-        """The next item in rank order (None after the last)."""
-        return self.go(self.cursor + 1)
+        """The next open item in rank order (None after the last)."""
+        for i in range(self.cursor + 1, len(self.items)):
+            if self.status(i) is Status.OPEN:
+                return self.go(i)
+        return None
+
+    def next_open(self) -> Suspect | None:
+        """The next open item after the cursor, wrapping round (None when all are reviewed)."""
+        n = len(self.items)
+        for step in range(1, n + 1):
+            i = (self.cursor + step) % n
+            if self.status(i) is Status.OPEN:
+                return self.go(i)
+        return None
 
     def previous(self) -> Suspect | None:
         """The previous item in rank order (None before the first)."""
@@ -383,7 +559,8 @@ class ReviewQueue:
         return self.go(max(earlier, key=lambda i: (self.items[i].frame, -i))) if earlier else None
 
     def flagged_frames(self) -> np.ndarray:
-        """Sorted frames covered by any item (for the timeline)."""
-        if not self.items:
+        """Sorted frames covered by any open item (for the timeline)."""
+        items = [s for i, s in enumerate(self.items) if self.status(i) is Status.OPEN]
+        if not items:
             return np.zeros(0, np.int64)
-        return np.unique(np.concatenate([np.arange(s.frame, s.end + 1) for s in self.items]))
+        return np.unique(np.concatenate([np.arange(s.frame, s.end + 1) for s in items]))

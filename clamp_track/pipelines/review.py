@@ -405,3 +405,85 @@ def _nearest_instance(data: ReviewData, frame: int, tracks: Iterable[int]) -> In
                 if best_key is None or key < best_key:
                     best, best_key = (track, int(frames[j])), key
     return None if best is None else data.instance(best[1], best[0])
+
+
+# ------------------------------------------------------------------------ gaps
+#: Longest gap (frames without the animal) that :func:`gap_proposals` fills.
+MAX_GAP = 30
+
+
+@dataclass(frozen=True)
+class GapProposal:
+    """Keypoints proposed for frames where an animal is missing between two of its frames.
+
+    Attributes:
+        track: The animal.
+        before: The frame before the gap where it is present (its positions as corrected).
+        after: The frame after the gap where it is present.
+        frames: (N,) the missing frames, ascending.
+        xy: (N, K, 2) float32 positions, linear in time between ``before`` and ``after``.
+    """
+
+    track: int
+    before: int
+    after: int
+    frames: np.ndarray
+    xy: np.ndarray
+
+
+def gap_proposals(data: ReviewData, track: int, frame: int,
+                  max_gap: int = MAX_GAP) -> GapProposal | None:
+    """Interpolate ``track`` across the gap at (or next to) ``frame``.
+
+    The gap is the run of frames without the animal that contains ``frame`` or, when the
+    animal is present at ``frame``, the one that starts right after it (or ends right
+    before it). Its two ends are the nearest frames where the animal is present, with the
+    user's corrections applied (labelled frames, where the user labelled them). A keypoint
+    marked occluded at one end takes the other end's position; occluded at both, the centre
+    of the interpolated animal.
+
+    Returns:
+        The proposal, or None if there is no such gap of at most ``max_gap`` frames.
+    """
+    arrays = data.tracks.get(track)
+    if arrays is None or len(arrays.frames) < 2:
+        return None
+    frames = arrays.frames
+    i = int(np.searchsorted(frames, frame))
+    if i < len(frames) and frames[i] == frame:  # present: the gap just after, else before
+        if i + 1 < len(frames) and frames[i + 1] > frame + 1:
+            i += 1
+        elif i > 0 and frames[i - 1] < frame - 1:
+            pass
+        else:
+            return None
+    if i == 0 or i >= len(frames):
+        return None
+    a, b = int(frames[i - 1]), int(frames[i])
+    if not 1 <= b - a - 1 <= max_gap:
+        return None
+    xy, _ = data.corrected_positions(track)
+    start, end = xy[i - 1].astype(np.float64), xy[i].astype(np.float64)
+    start = np.where(np.isfinite(start), start, end)
+    end = np.where(np.isfinite(end), end, start)
+    gap = np.arange(a + 1, b)
+    w = ((gap - a) / (b - a))[:, None, None]
+    out = (1 - w) * start[None] + w * end[None]  # (N, K, 2)
+    centre = np.nanmean(out, axis=1, keepdims=True) if np.isfinite(out).any() else \
+        np.zeros((len(gap), 1, 2))
+    out = np.where(np.isfinite(out), out, centre)
+    return GapProposal(track, a, b, gap.astype(np.int64), out.astype(np.float32))
+
+
+def is_proposal(data: ReviewData, frame: int, track: int) -> bool:
+    """Whether ``track``'s instance in ``frame`` was placed, not predicted, and not labelled yet.
+
+    Instances added by hand or proposed across a gap are stored with confidence 0 (see
+    :meth:`ResultStore.add_instance`); the user's corrections make them labels.
+    """
+    arrays = data.tracks.get(track)
+    i = arrays.row(frame) if arrays is not None else None
+    if i is None:
+        return False
+    return bool(np.all(arrays.raw[i, :, 2] == 0)) and \
+        not data._corrections.get(track, {}).get(frame)

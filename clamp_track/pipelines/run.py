@@ -882,7 +882,7 @@ def export(store: ResultStore, formats, out_dir: str | os.PathLike | None = None
         store.keypoints, video_info, model_name=(store.meta("model") or {}).get(
             "variant", "clamp"), date=store.meta("dlc_date"), dlc_net_type=dlc_net_type,
         track_names=store.track_names())
-    tidy = corrected_table(store)
+    tidy, boxes = corrected_table(store), store.boxes()
     stem = Path(info.video.path).stem
     paths: list[Path] = []
     if "csv" in formats:
@@ -892,8 +892,7 @@ def export(store: ResultStore, formats, out_dir: str | os.PathLike | None = None
     if "sleap" in formats:
         from clamp_track.io.sleap_export import write_sleap
 
-        paths += write_sleap(tidy, out, info, store.boxes(),
-                             user_points=_user_points(store, untouched))
+        paths += write_sleap(tidy, out, info, boxes, user_points=_user_points(store, untouched))
     if "nwb" in formats:
         from clamp_track.io.nwb_export import write_nwb
 
@@ -902,7 +901,8 @@ def export(store: ResultStore, formats, out_dir: str | os.PathLike | None = None
     if "plot" in formats:
         paths += writers.write_track_plots(tidy, out, info)
     if "video" in formats:
-        paths.append(_annotated_video(store, tidy, info, out / f"{stem}.clamp.mp4", video))
+        paths.append(_annotated_video(store, tidy, boxes, info, out / f"{stem}.clamp.mp4",
+                                      video))
     return paths
 
 
@@ -953,7 +953,7 @@ def corrected_table(store: ResultStore):
     return tidy
 
 
-def _annotated_video(store: ResultStore, tidy, info, path: Path, video) -> Path:
+def _annotated_video(store: ResultStore, tidy, boxes, info, path: Path, video) -> Path:
     from clamp_track.io import export as writers
     from clamp_track.io.video import VideoReader
 
@@ -962,8 +962,7 @@ def _annotated_video(store: ResultStore, tidy, info, path: Path, video) -> Path:
     first, last = (int(frames.min()), int(frames.max()) + 1) if len(frames) else (0, 1)
     with VideoReader(source, start=first, end=last) as reader:
         return writers.write_annotated_video(
-            ((f.index, f.image) for f in reader), path, info, keypoints=tidy,
-            boxes=store.boxes())
+            ((f.index, f.image) for f in reader), path, info, keypoints=tidy, boxes=boxes)
 
 
 def rerun(store: str | os.PathLike, weights: str | os.PathLike,

@@ -97,12 +97,15 @@ def results(cows_results, tmp_path) -> Results:
 
 @pytest.fixture
 def messages(monkeypatch) -> list[tuple[str, str, str]]:
-    """Message boxes shown, as ``(kind, title, text)``, instead of modal dialogs."""
+    """Message boxes shown, as ``(kind, title, text)``, instead of modal dialogs (questions
+    are answered yes)."""
     from clamp_track.gui import dialogs
 
     shown: list[tuple[str, str, str]] = []
     monkeypatch.setattr(dialogs, "show_error", lambda p, t, m: shown.append(("error", t, m)))
     monkeypatch.setattr(dialogs, "show_info", lambda p, t, m: shown.append(("info", t, m)))
+    # yes/no questions (e.g. deleting an animal with corrections) are answered yes
+    monkeypatch.setattr(dialogs, "ask", lambda p, t, q: shown.append(("ask", t, q)) or True)
     return shown
 
 

@@ -48,7 +48,7 @@ def test_drag_a_keypoint_saves_it_and_undo_redo_follow(window, results, wait_ima
     _open(window, results, wait_image, frame=10)
     window.state.select([1])
     nose = free_keypoint(window.view, 1)
-    name = window.state.data.keypoints.names[nose]
+    name = window.state.data.keypoints.source_names[nose]
     item = window.view.keypoint_items[(1, nose)]
     start = item.pos()
     target = QPointF(min(start.x() + 40, 800), max(start.y() - 30, 10))
@@ -220,12 +220,13 @@ def test_add_a_missed_animal_then_drag_its_keypoints(window, results, wait_image
     np.testing.assert_allclose(window.state.data.instance(10, 3).xy, expected,
                                atol=scale + 1e-3)
     model = window.keypoint_panel.model
-    assert model.data(model.index(0, 4)) == "placed: drag to label"
+    assert model.data(model.index(0, 4)) == "placed"
+    assert "drag it" in model.data(model.index(0, 4), Qt.ItemDataRole.ToolTipRole)
     item = window.view.keypoint_items[(3, 0)]
     target = QPointF(item.pos().x() + 25, item.pos().y() + 15)
     _drag(window.view, item.pos(), target)
     assert model.data(model.index(0, 4)) == "corrected"
-    assert model.data(model.index(1, 4)) == "placed: drag to label"
+    assert model.data(model.index(1, 4)) == "placed"
     with _on_disk(results.store) as disk:
         assert disk.track_ids() == [1, 2, 3] and [c[:3] for c in disk.corrections()] == [
             (10, 3, 0)]

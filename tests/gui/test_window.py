@@ -50,9 +50,15 @@ def test_opens_a_video_and_its_pipeline_store(window, cows_results, wait_image):
     assert window.view.keypoint_items == {}
 
 
-def test_starts_empty_with_a_hint(window):
+def test_starts_empty_with_a_hint(window, qtbot):
     assert window.pages.currentIndex() == 0
     assert "Open a video" in window.empty_hint.text()
+    window.resize(1280, 720)
+    qtbot.waitUntil(lambda: window.height() == 720)
+    hint = window.empty_hint  # the welcome text is not cut off: all its lines fit
+    assert hint.height() >= hint.heightForWidth(hint.width())
+    assert hint.rect().translated(hint.mapTo(window, hint.rect().topLeft())).bottom() < \
+        window.height()
     assert not window.act_export.isEnabled()
     QTest.keyClick(window, Qt.Key.Key_Right)  # shortcuts are harmless with nothing open
     QTest.keyClick(window, Qt.Key.Key_Space)
