@@ -265,16 +265,19 @@ def test_identity_housekeeping(window, results, wait_image, messages, monkeypatc
     _key(window, Qt.Key.Key_Delete, SHIFT)
     assert state.data.track_ids == [1, 3]
 
-    # the export numbers the animals 1, 2 without the gap left by the deleted one
+    # the exports name the animals animal1, animal2 without the gap left by the deleted one;
+    # the tidy CSV keeps the ids the GUI shows
     with _on_disk(results.store) as disk:
         paths = export(disk, ("csv", "dlc"), tmp_path / "out")
         three = disk.track(3)["frames"].tolist()
     csv = pd.read_csv(next(p for p in paths if p.name.endswith(".clamp.csv")))
-    assert sorted(csv["track"].unique()) == [1, 2]
-    assert sorted(csv.loc[csv["track"] == 2, "frame"].unique()) == three
-    dlc = pd.read_hdf(next(p for p in paths if p.suffix == ".h5"))
+    assert sorted(csv["track"].unique()) == [1, 3]
+    assert sorted(csv.loc[csv["track"] == 3, "frame"].unique()) == three
+    dlc = pd.read_hdf(next(p for p in paths if p.suffix == ".h5" and "_filtered" not in p.name))
     assert list(dict.fromkeys(dlc.columns.get_level_values("individuals"))) == [
         "animal1", "animal2"]
+    present = dlc.xs("animal2", axis=1, level="individuals").notna().any(axis=1)
+    assert dlc.index[present].tolist() == three
 
 
 def test_a_step_of_many_edits_is_scored_on_its_result(window, results, wait_image):

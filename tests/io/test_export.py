@@ -104,6 +104,14 @@ def test_individuals_are_named_compactly_in_track_order():
     assert individual_names([]) == {}
 
 
+def test_names_users_gave_win_and_the_others_stay_compact():
+    assert individual_names([7, 2, 40], {7: "female"}) == {
+        2: "animal1", 7: "female", 40: "animal2"}
+    # a number a user's name takes is skipped rather than given twice
+    assert individual_names([1, 2, 3], {3: "animal1"}) == {
+        1: "animal2", 2: "animal3", 3: "animal1"}
+
+
 def test_tidy_csv_round_trip(tmp_path, info):
     results = make_results()
     shuffled = results.sample(frac=1.0, random_state=0)

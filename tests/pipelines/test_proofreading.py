@@ -143,19 +143,3 @@ def test_the_swap_back_item_swaps_the_stretch_before_it(planted):
 def test_a_keypoint_not_found_is_no_jump(planted):
     planted.tracks[1].raw[40, 0, 2] = 0.0  # the jumping snout was not found there
     assert not [s for s in find_suspects(planted) if s.reason is Reason.JUMP]
-
-
-def test_export_numbers_the_animals_without_gaps():
-    import pandas as pd
-
-    from clamp_track.pipelines.run import compact_track_ids
-
-    tidy = pd.DataFrame({"frame": [0, 0, 1, 1], "track": [4, 2, 4, 7], "x": [1.0, 2, 3, 4]})
-    boxes = pd.DataFrame({"frame": [0, 0, 1, 1], "track": [2, 4, 4, 7]})
-    new, new_boxes, ids = compact_track_ids(tidy, boxes)
-    assert ids == {2: 1, 4: 2, 7: 3}
-    assert new["track"].tolist() == [2, 1, 2, 3] and new["x"].tolist() == [1, 2, 3, 4]
-    assert new_boxes["track"].tolist() == [1, 2, 2, 3]
-    assert tidy["track"].tolist() == [4, 2, 4, 7]  # the input is not modified
-    same, _, ids = compact_track_ids(new, new_boxes)
-    assert ids == {1: 1, 2: 2, 3: 3} and same["track"].tolist() == [2, 1, 2, 3]
