@@ -36,7 +36,7 @@ def _complete(behaviour_store, folder, name, cfg, drop_tracks=False):
 
 
 def test_summaries_are_added_per_video_and_animal(behaviour_store, tmp_path):
-    cfg = RunConfig()
+    cfg = RunConfig(exports=())  # complete with nothing to export: batch skips them
     tasks = [_complete(behaviour_store, tmp_path, "a.mp4", cfg),
              _complete(behaviour_store, tmp_path, "b.mp4", cfg),
              _complete(behaviour_store, tmp_path, "empty.mp4", cfg, drop_tracks=True)]
@@ -57,7 +57,7 @@ def test_summaries_are_added_per_video_and_animal(behaviour_store, tmp_path):
 
 
 def test_without_behaviour_the_summary_is_unchanged(behaviour_store, tmp_path):
-    tasks = [_complete(behaviour_store, tmp_path, "a.mp4", RunConfig())]
+    tasks = [_complete(behaviour_store, tmp_path, "a.mp4", RunConfig(exports=()))]
     summary = tmp_path / "batch_summary.csv"
     run_batch(tasks, BatchConfig(summary=str(summary)))
     assert list(pd.read_csv(summary).columns) == list(SUMMARY_COLUMNS)

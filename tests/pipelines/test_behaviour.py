@@ -152,7 +152,7 @@ def test_movement_sleap_loader_agrees_with_the_store_loader(result, behaviour_st
 
     with ResultStore.open(behaviour_store, readonly=True) as store:
         info = ExportInfo(store.keypoints, store.video_info)
-        _, h5 = write_sleap(corrected_table(store), tmp_path, info)
+        _, h5 = write_sleap(corrected_table(store), tmp_path, info, smoothed=True)
     sleap = load_dataset(h5, "SLEAP", fps=25.0)
     assert list(sleap.individuals.values) == list(result.poses.individuals.values)
     assert list(sleap.keypoints.values) == list(result.poses.keypoints.values)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from clamp_track.errors import InputError
-from clamp_track.io.store import ResultStore
+from clamp_track.io.store import VIDEO_REF, ResultStore
 from clamp_track.pipelines.run import Cancelled, DetectConfig, Models, RunConfig, run_video
 from clamp_track.pipelines.smoother import SmootherConfig, smooth_track
 from clamp_track.pipelines.tracker import TrackerConfig
@@ -330,7 +330,8 @@ def test_export_from_another_folder_records_absolute_paths_and_leaves_no_wal(
     store_file = clip / summary.store.name
     shutil.copy(summary.store, store_file)
     with ResultStore.open(store_file) as store:
-        store.set_meta(video={**store.meta("video"), "path": "cows.mp4"})
+        # a store from before video links, its video typed relative to the run's folder
+        store.set_meta(video={**store.meta("video"), "path": "cows.mp4"}, **{VIDEO_REF: None})
     monkeypatch.chdir("/")
     old = os.umask(0o022)
     try:
