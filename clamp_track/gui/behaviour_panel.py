@@ -393,6 +393,10 @@ class BehaviourPanel(QWidget):
 
 
 def _newest_mtime(store: Path) -> float:
-    """When a store last changed (its file, or its write-ahead log until that is merged)."""
-    times = [p.stat().st_mtime for p in (store, Path(f"{store}-wal")) if p.is_file()]
+    """When a store last changed (its file, or its write-ahead log until that is merged).
+
+    An empty log is not a change: SQLite creates it when a connection opens the store.
+    """
+    times = [p.stat().st_mtime for p in (store, Path(f"{store}-wal"))
+             if p.is_file() and (p == store or p.stat().st_size > 0)]
     return max(times, default=0.0)
