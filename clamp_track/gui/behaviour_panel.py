@@ -183,6 +183,7 @@ class BehaviourPanel(QWidget):
         self.worker = None
         self.label = QLabel()
         self.label.setTextFormat(Qt.TextFormat.PlainText)
+        self.label.setWordWrap(True)  # a long line wraps instead of widening the window
         self.scale_box = QDoubleSpinBox()
         self.scale_box.setRange(0.0, 1e7)
         self.scale_box.setDecimals(2)
