@@ -6,6 +6,7 @@ interrupted, or meets a store with corrections or a store another process works 
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -211,21 +212,40 @@ def test_export_leaves_the_store_whole_in_one_file(done, cli, tmp_path):
     assert _file_alone_has_the_correction(crashed / STORE, tmp_path)
 
 
+_GUI_EDIT_AND_CLOSE = """
+import sys
+from pathlib import Path
+
+from PyQt6.QtGui import QUndoStack
+
+from clamp_track.gui.app import application
+from clamp_track.gui.editor import Editor
+from clamp_track.gui.state import ReviewState
+
+store = Path(sys.argv[1])
+application(offscreen=True)
+state = ReviewState()
+state.open_store(store)
+state.set_frame(3)
+editor = Editor(state, QUndoStack(), lambda *a: None, lambda *a: None)
+assert editor.move_keypoint(1, 0, 11.0, 22.0)
+assert Path(str(store) + "-wal").stat().st_size > 0, "the edit is not in the WAL"
+state.close()
+"""
+
+
 def test_gui_close_leaves_the_edits_in_the_one_file(done, tmp_path):
+    """The GUI's editing path, in a process of its own (its Qt objects stay out of the GUI
+    tests' application)."""
     pytest.importorskip("PyQt6")
-    from PyQt6.QtGui import QUndoStack
+    import subprocess
+    import sys
 
-    from clamp_track.gui.app import application
-    from clamp_track.gui.editor import Editor
-    from clamp_track.gui.state import ReviewState
-
-    application(offscreen=True)
-    state = ReviewState()
-    state.open_store(done / STORE)
-    state.set_frame(3)
-    editor = Editor(state, QUndoStack(), lambda *a: None, lambda *a: None)
-    assert editor.move_keypoint(1, 0, 11.0, 22.0)
-    assert Path(str(done / STORE) + "-wal").stat().st_size > 0  # the edit is in the WAL
-    state.close()
-    assert not Path(str(done / STORE) + "-wal").exists()
-    assert _file_alone_has_the_correction(done / STORE, tmp_path)
+    work = tmp_path / "gui"
+    shutil.copytree(done, work)
+    run = subprocess.run([sys.executable, "-c", _GUI_EDIT_AND_CLOSE, str(work / STORE)],
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert run.returncode == 0, run.stderr
+    assert not Path(str(work / STORE) + "-wal").exists()
+    assert _file_alone_has_the_correction(work / STORE, tmp_path / "check")
