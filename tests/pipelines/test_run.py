@@ -163,18 +163,24 @@ def test_exports_carry_the_corrections_in_smoothed_coordinates_too(cows_run, tmp
     assert (row.x_smooth, row.variance, row.corrected) == (pytest.approx(x), 0.0, True)
 
 
-def _export_corrected(cows_run, tmp_path, fmt: str):
-    """Export a copy of the run with a correction (and an occluded mark) at frame 50 as DLC and
-    ``fmt``; returns the written paths, the keypoint names, the frame times and the DLC table
-    of animal 1."""
-    from clamp_track.pipelines.run import export
-
+def _corrected_copy(cows_run, tmp_path) -> Path:
+    """A copy of the run's store with a correction and an occluded mark at frame 50 (animal 1)."""
     summary, _ = cows_run
     store_file = tmp_path / summary.store.name
     shutil.copy(summary.store, store_file)
     with ResultStore.open(store_file) as store:
         store.set_correction(50, 1, 0, 123.5, 234.5)
         store.set_correction(50, 1, 3, None, None, visible=False)
+    return store_file
+
+
+def _export_corrected(cows_run, tmp_path, fmt: str):
+    """Export a copy of the run with a correction (and an occluded mark) at frame 50 as DLC and
+    ``fmt``; returns the written paths, the keypoint names, the frame times and the DLC table
+    of animal 1."""
+    from clamp_track.pipelines.run import export
+
+    with ResultStore.open(_corrected_copy(cows_run, tmp_path)) as store:
         names = store.keypoints.source_names
         _, times = store.frame_times()
         paths = export(store, ("dlc", fmt), tmp_path / "out")
@@ -234,12 +240,8 @@ def test_slp_user_instances_follow_untouched_as_labels_export_does(cows_run, tmp
 
     from clamp_track.cli import main
 
-    summary, _ = cows_run
-    store_file = tmp_path / summary.store.name
-    shutil.copy(summary.store, store_file)
+    store_file = _corrected_copy(cows_run, tmp_path)
     with ResultStore.open(store_file) as store:
-        store.set_correction(50, 1, 0, 123.5, 234.5)
-        store.set_correction(50, 1, 3, None, None, visible=False)
         k = store.keypoints.num_keypoints
     assert main(["export", str(store_file), "--format", "sleap", "--untouched", untouched,
                  "-o", str(tmp_path / "out")]) == 0
