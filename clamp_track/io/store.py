@@ -319,8 +319,18 @@ class ResultStore:
         raise error
 
     def close(self) -> None:
-        """Close the connection (the data are already committed) and fold the WAL back in."""
+        """Close the connection (the data are already committed) and fold the WAL back in.
+
+        A transaction still open (an interruption between its start and its guard) holds
+        nothing committed: it is rolled back, so that the WAL can be folded in. Closing twice
+        is harmless.
+        """
+        if getattr(self, "_closed", False):
+            return
+        self._closed = True
         try:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             if not self.readonly:
                 self.checkpoint()
         finally:
@@ -366,10 +376,12 @@ class ResultStore:
     @contextmanager
     def _transaction(self):
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise _sqlite_error(self.path, exc) from None
-        try:
+            # BEGIN is inside the guarded block: a Ctrl+C delivered while it waited for the
+            # lock is raised once it returns, with the transaction already open
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise _sqlite_error(self.path, exc) from None
             yield self._db
         except BaseException as exc:
             if self._db.in_transaction:

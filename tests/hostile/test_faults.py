@@ -64,9 +64,9 @@ def test_killed_run_resumes_identically(sig, reference, run_args, cli, tmp_path)
     err = err.decode()
     assert "Traceback" not in err, err
     if sig == "SIGINT":
-        assert proc.returncode == 130 and "--resume" in err.splitlines()[-1]
+        assert proc.returncode == 130 and "--resume" in err.splitlines()[-1], err
     else:
-        assert proc.returncode == -getattr(signal, sig)
+        assert proc.returncode == -getattr(signal, sig), err
     alone = tmp_path / "alone"
     alone.mkdir()
     with ResultStore.open(out / STORE, readonly=True) as store:  # folds the WAL in

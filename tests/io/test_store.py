@@ -147,3 +147,31 @@ def test_add_a_missed_instance(store):
     with pytest.raises(ValueError, match=r"\(4, 2\)"):
         store.add_instance(9, 3, (0, 0, 1, 1), xy[:3])
     assert store.track_ids() == [1, 2]
+
+
+class _InterruptedAfterBegin:
+    """The store's connection, where Ctrl+C lands just as ``BEGIN IMMEDIATE`` returns (as when
+    it waited for the lock a reader's checkpoint held)."""
+
+    def __init__(self, db):
+        self._db = db
+
+    def execute(self, sql, *args):
+        cursor = self._db.execute(sql, *args)
+        if sql == "BEGIN IMMEDIATE":
+            raise KeyboardInterrupt
+        return cursor
+
+    def __getattr__(self, name):
+        return getattr(self._db, name)
+
+
+def test_ctrl_c_as_a_chunk_begins_leaves_the_committed_chunks_in_the_file_alone(store):
+    store._db = _InterruptedAfterBegin(store._db)
+    with pytest.raises(KeyboardInterrupt):
+        store.write_chunk([(10, 0.4, True)], [_pose(10, [1])], state={"resume": {"next": 11}})
+    store.close()  # no "database is locked": the half-begun transaction is rolled back
+    wal = store.path.with_name(store.path.name + "-wal")
+    assert not wal.exists() or wal.stat().st_size == 0  # folded in: the file alone is whole
+    with ResultStore.open(store.path, readonly=True) as again:
+        assert again.last_frame() == 9 and again.meta("resume") == {"next": 10}
