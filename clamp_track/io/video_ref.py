@@ -97,6 +97,8 @@ class Fingerprint:
         file_size: Size of the file in bytes (a fast path: same path, size and mtime is
             accepted without decoding).
         mtime_ns: Modification time of the file.
+        partial: Whether ``frames_hash`` holds only the first of the sampled frames (a run
+            stopped before it decoded them all; see :meth:`unsampled`).
     """
 
     n_frames: int
@@ -106,6 +108,7 @@ class Fingerprint:
     frames_hash: str
     file_size: int = 0
     mtime_ns: int = 0
+    partial: bool = False
 
     @classmethod
     def of(cls, video: str | os.PathLike) -> Fingerprint:
@@ -118,14 +121,33 @@ class Fingerprint:
 
         path = Path(video)
         with VideoReader(path, prefetch=0) as reader:
-            info = reader.info
-            n, fps = info.n_frames, info.fps or 25.0
-            picks = sorted({min(n - 1, int(round(t * fps))) for t in _SAMPLES_S})
-            reader.end = picks[-1] + 1
-            thumbs = [_thumbnail(f.image) for f in reader if f.index in picks]
-        stat = path.stat()
-        return cls(int(n), round(float(info.duration_s), 4), int(info.width), int(info.height),
-                   b"".join(thumbs).hex(), int(stat.st_size), int(stat.st_mtime_ns))
+            sampler = FrameSampler(reader.info)
+            reader.end = sampler.frames[-1] + 1
+            for frame in reader:
+                sampler.see(frame.index, frame.image)
+        return cls.unsampled(path, reader.info).sampled(sampler.frames_hash)
+
+    @classmethod
+    def unsampled(cls, video: str | os.PathLike, info) -> Fingerprint:
+        """The fingerprint of ``video`` (:class:`~clamp_track.types.VideoInfo` ``info``), unhashed.
+
+        A run fills the frame hash in from the frames it decodes anyway
+        (:class:`FrameSampler`) instead of decoding the first second twice.
+        """
+        stat = Path(video).stat()
+        return cls(int(info.n_frames), round(float(info.duration_s), 4), int(info.width),
+                   int(info.height), "", int(stat.st_size), int(stat.st_mtime_ns), partial=True)
+
+    def sampled(self, frames_hash: str, partial: bool = False) -> Fingerprint:
+        """This fingerprint with its frame hash (``partial``: of the first sampled frames)."""
+        from dataclasses import replace
+
+        return replace(self, frames_hash=frames_hash, partial=partial)
+
+    @property
+    def complete(self) -> bool:
+        """Whether the frame hash covers every sampled frame (see :meth:`unsampled`)."""
+        return not self.partial
 
     @classmethod
     def from_dict(cls, data: dict) -> Fingerprint:
@@ -142,9 +164,57 @@ class Fingerprint:
             out.append(f"{other.n_frames} frames instead of {self.n_frames}")
         elif abs(self.duration_s - other.duration_s) > _DURATION_TOLERANCE:
             out.append(f"{other.duration_s:.2f} s instead of {self.duration_s:.2f} s")
-        if not out and _thumb_distance(self.frames_hash, other.frames_hash) > _THUMB_TOLERANCE:
-            out.append("different picture in the sampled frames")
+        if out:
+            return out
+        mine, theirs = self.frames_hash, other.frames_hash
+        if mine and theirs:
+            if self.partial or other.partial:  # a run stopped early: the frames both have
+                n = min(len(mine), len(theirs))
+                mine, theirs = mine[:n], theirs[:n]
+            if _thumb_distance(mine, theirs) > _THUMB_TOLERANCE:
+                out.append("different picture in the sampled frames")
+        elif self.file_size != other.file_size:  # no frame hashed yet: the bytes must agree
+            out.append(f"{other.file_size} bytes instead of {self.file_size}")
         return out
+
+
+class FrameSampler:
+    """Collects the fingerprint's frame thumbnails from frames decoded for another purpose.
+
+    Args:
+        info: The video's :class:`~clamp_track.types.VideoInfo`.
+
+    Attributes:
+        frames: The frame indices sampled (at 0, 0.5 and 1 s).
+    """
+
+    def __init__(self, info):
+        n, fps = info.n_frames, info.fps or 25.0
+        self.frames = sorted({min(n - 1, int(round(t * fps))) for t in _SAMPLES_S})
+        self._thumbs: dict[int, bytes] = {}
+
+    def see(self, index: int, image: np.ndarray) -> None:
+        """Take frame ``index`` ((H, W, 3) uint8 RGB) if it is one of :attr:`frames`."""
+        if index in self.frames and index not in self._thumbs:
+            self._thumbs[index] = _thumbnail(image)
+
+    @property
+    def done(self) -> bool:
+        """Whether every sampled frame was seen."""
+        return len(self._thumbs) == len(self.frames)
+
+    @property
+    def frames_hash(self) -> str:
+        """The frame hash of :class:`Fingerprint`, of the sampled frames seen so far.
+
+        (Up to the first one not seen: a damaged frame ends it.)
+        """
+        thumbs = []
+        for index in self.frames:
+            if index not in self._thumbs:
+                break
+            thumbs.append(self._thumbs[index])
+        return b"".join(thumbs).hex()
 
 
 def _thumbnail(image: np.ndarray) -> bytes:
@@ -300,8 +370,10 @@ def resolve_video(store, given: str | os.PathLike | None = None, *,
             continue
         why = ref.check(candidate, store_file, info)
         if why is None:
-            if remember and (ref.legacy or os.path.abspath(candidate) != ref.absolute):
-                remember_video(store, candidate, ref.fingerprint)
+            unsampled = ref.fingerprint is not None and not ref.fingerprint.complete
+            if remember and (ref.legacy or unsampled
+                             or os.path.abspath(candidate) != ref.absolute):
+                remember_video(store, candidate, None if unsampled else ref.fingerprint)
             return candidate
         log.warning("%s", why)
         refusal = refusal or why

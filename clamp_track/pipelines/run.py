@@ -26,7 +26,7 @@ from clamp_track.config import dump_yaml, to_dict
 from clamp_track.errors import ClampTrackError, InputError
 from clamp_track.io.export import dlc_date
 from clamp_track.io.store import VIDEO_REF, ResultStore, store_path
-from clamp_track.io.video_ref import VideoRef, resolve_video
+from clamp_track.io.video_ref import Fingerprint, FrameSampler, VideoRef, resolve_video
 from clamp_track.pipelines.pose import PoseConfig, PoseEstimator
 from clamp_track.pipelines.smoother import SmootherConfig
 from clamp_track.pipelines.tracker import TrackerConfig
@@ -372,6 +372,7 @@ def run_video(
                 if state["next"] < plan.end:
                     _rewarm_detector(video, state["next"], cfg, models, timer)
                     _process(video, plan.end, store, state, cfg, models, progress, timer)
+                _complete_fingerprint(store, video)
                 with timer("smooth"):
                     _finalise(store, cfg)
             except BaseException:
@@ -538,7 +539,9 @@ def _new_meta(video: Path, store_file: Path, info, cfg: RunConfig, models: Model
     return {
         "config": to_dict(cfg),
         "video": {**info.__dict__, "path": str(video.absolute())},  # from any folder
-        VIDEO_REF: VideoRef.make(video, store_file).to_dict(),
+        # from frame 0 the run decodes the frames the fingerprint samples: it hashes them then
+        VIDEO_REF: VideoRef.make(video, store_file, Fingerprint.unsampled(video, info)
+                                 if cfg.start == 0 else None).to_dict(),
         "keypoints": models.pose.model.keypoints.to_dict(),
         "model": {"variant": models.variant, "weights": cfg.pose_weights,
                   "input_size": list(models.pose.model.config.input_size)},
@@ -586,6 +589,16 @@ def _rewarm_detector(video: Path, first: int, cfg: RunConfig, models: Models,
             detector.detect(batch)
 
 
+def _complete_fingerprint(store: ResultStore, video: Path) -> None:
+    """Hash the sampled frames now if the run did not pass them all.
+
+    (Resumed, ended before 1 s, or damaged frames): a finished store's fingerprint is complete.
+    """
+    ref = store.video_ref
+    if ref.fingerprint is not None and not ref.fingerprint.complete:
+        store.set_video_ref(replace(ref, fingerprint=Fingerprint.of(video)))
+
+
 def _check_same_video(path: Path, video: Path) -> None:
     """Refuse to resume or replace the results of another video.
 
@@ -625,11 +638,26 @@ def _process(video: Path, end: int, store: ResultStore, state: dict, cfg: RunCon
     tracking = _load_tracking(state, store.path) or Tracking(Tracker(cfg.tracker))
     total, first = end - cfg.start, state["next"]
     t0 = time.perf_counter()
+    ref = store.video_ref
+    sampler = None  # the store's fingerprint is hashed from the frames passing by
+    if ref.fingerprint is not None and not ref.fingerprint.complete:
+        sampler = FrameSampler(store.video_info)
+        if sampler.frames[0] < first:
+            sampler = None  # (resumed: _complete_fingerprint decodes them afterwards)
 
     def commit(item) -> None:
+        nonlocal sampler, ref
         (rows, resume), poses = item
+        meta = {"resume": resume}
+        if sampler is not None and sampler.frames_hash != ref.fingerprint.frames_hash:
+            # the frames hashed so far go with the chunk (a killed run keeps them)
+            ref = replace(ref, fingerprint=ref.fingerprint.sampled(
+                sampler.frames_hash, partial=not sampler.done))
+            meta[VIDEO_REF] = ref.to_dict()
+        if sampler is not None and sampler.done:
+            sampler = None
         with timer("store"):
-            store.write_chunk(rows, poses, state={"resume": resume})
+            store.write_chunk(rows, poses, state=meta)
         if progress:
             done = rows[-1][0] + 1
             fps = (done - first) / max(time.perf_counter() - t0, 1e-9)
@@ -644,6 +672,8 @@ def _process(video: Path, end: int, store: ResultStore, state: dict, cfg: RunCon
                 frame = next(frames, None)
             if frame is not None:
                 chunk.append(frame)
+                if sampler is not None:
+                    sampler.see(frame.index, frame.image)
                 # chunks are aligned to cfg.start, so a resumed run forms the same chunks
                 if (frame.index - cfg.start + 1) % cfg.chunk and frame.index != end - 1:
                     continue

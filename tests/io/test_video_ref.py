@@ -30,11 +30,11 @@ KPS = from_names(["snout", "leftear", "rightear", "tailbase"])
 N = 12
 
 
-def _clip(source: Path, out: Path) -> Path:
+def _clip(source: Path, out: Path, n: int = N) -> Path:
     from clamp_track.io.video import VideoReader, VideoWriter
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    with VideoReader(source, end=N) as reader, VideoWriter(out, 24.0, (854, 480)) as writer:
+    with VideoReader(source, end=n) as reader, VideoWriter(out, 24.0, (854, 480)) as writer:
         for frame in reader:
             writer.write(frame.image)
     return out
@@ -221,3 +221,41 @@ def test_finetune_rerun_gives_each_store_its_listed_video(sites, tmp_path, monke
     monkeypatch.setattr(run, "rerun", rerun)
     _rerun([str(path)], tmp_path / "w.pt", [str(tmp_path / "labels"), str(card)])
     assert seen == [(path, card / "dog.mp4")]
+
+
+def test_a_run_hashes_the_fingerprint_from_its_own_frames_exactly(shared_data, tmp_path):
+    """From frame 0 the run samples the fingerprint's frames (0, 0.5, 1 s) as they pass, with no
+    second decode; stopped at its first commit (which comes before frame 24 = 1 s is decoded:
+    at most 4 chunks of 4 are in flight), the store keeps the frames hashed so far, which still
+    tell a same-sized, same-length other video apart; the resumed run completes it."""
+    from clamp_track.pipelines.run import Cancelled, DetectConfig, RunConfig, run_video
+
+    derived = shared_data / "badja-davis" / "derived"
+    a = _clip(derived / "cows_480p_24fps.mp4", tmp_path / "a" / "cows.mp4", 30)
+    b = _clip(derived / "camel_480p_24fps.mp4", tmp_path / "b" / "cows.mp4", 30)
+    boxes = tmp_path / "det.txt"
+    boxes.write_text("".join(f"{i + 1},-1,100,100,120,90,0.9,-1,-1,-1\n" for i in range(30)))
+    cfg = RunConfig(pose_model="clamp_tiny_rn50", pose_weights=None, chunk=4, exports=(),
+                    detect=DetectConfig(name="file", boxes=str(boxes)))
+
+    def stop(progress):
+        raise Cancelled("stopped")
+
+    out = tmp_path / "out"
+    with pytest.raises(Cancelled):
+        run_video(a, cfg, out, progress=stop)
+    store = out / "cows.mp4.clamp.sqlite"
+    with ResultStore.open(store, readonly=True) as s:
+        early = s.video_ref.fingerprint
+    full = Fingerprint.of(a)
+    assert early.partial and not early.complete and full.complete
+    assert 128 <= len(early.frames_hash) < len(full.frames_hash) == 3 * 128
+    assert full.frames_hash.startswith(early.frames_hash)
+    assert early.differences(full) == [] and early.differences(Fingerprint.of(b)) == [
+        "different picture in the sampled frames"]
+    run_video(a, cfg, out, resume=True)
+    with ResultStore.open(store, readonly=True) as s:
+        assert s.video_ref.fingerprint == full  # completed after the resume: the same hash
+    run_video(a, cfg, tmp_path / "fresh")  # one uninterrupted pass hashes its own frames
+    with ResultStore.open(tmp_path / "fresh" / store.name, readonly=True) as s:
+        assert s.video_ref.fingerprint == full
