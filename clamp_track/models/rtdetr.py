@@ -488,7 +488,7 @@ class RTDETRDecoder(nn.Module):
         self.register_buffer("valid_mask", valid)
 
     def forward(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Apply the block."""
+        """Encoder maps -> the last layer's class logits (B, Q, C) and boxes (B, Q, 4)."""
         proj = [p(f) for p, f in zip(self.input_proj, feats)]
         shapes = [tuple(p.shape[2:]) for p in proj]
         memory = torch.cat([p.flatten(2).transpose(1, 2) for p in proj], 1)  # (B, L, C)
