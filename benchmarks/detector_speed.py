@@ -7,6 +7,7 @@ detectors, repeat after repeat, so that machine load affects all alike; the medi
 
     python benchmarks/detector_speed.py                      # CPU, batches 1 and 4
     python benchmarks/detector_speed.py --batches 4 --repeats 5 --threads 2
+    python benchmarks/detector_speed.py --only MDV6-mit-yolov9-c MDV6-apa-rtdetr-c --threads 1
 
 Prints one line per detector and batch size: ``detector <name> batch <B>: <c> CPU ms/frame,
 <w> ms wall (<x> x MDV6-mit-yolov9-c)``. CPU ms is the process's CPU time (all its threads):
@@ -35,6 +36,8 @@ CLIP = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "badja-d
 DETECTORS = {
     "MDV6-mit-yolov9-c": ("megadetector", {"model": "MDV6-mit-yolov9-c"}),
     "MDV6-mit-yolov9-e": ("megadetector", {"model": "MDV6-mit-yolov9-e"}),
+    "MDV6-apa-rtdetr-c": ("megadetector", {"model": "MDV6-apa-rtdetr-c"}),
+    "MDV6-apa-rtdetr-e": ("megadetector", {"model": "MDV6-apa-rtdetr-e"}),
     "MDv5a": ("megadetector", {"model": "MDv5a"}),
     "torchvision fast": ("torchvision", {"model": "fast"}),
     "torchvision accurate": ("torchvision", {"model": "accurate"}),

@@ -97,6 +97,18 @@ REGISTRY: dict[str, WeightsEntry] = {
                      "MegaDetector v6 extra, MIT YOLOv9 (animal/person/vehicle)",
                      _ZENODO_MD6.format("MDV6-mit-yolov9-e.ckpt"), "zenodo.org/records/15398270",
                      file="MDV6-mit-yolov9-e.ckpt", licence="MIT"),
+        # MegaDetector v6, Apache-2.0 RT-DETRv2 weights: same Zenodo record, the URLs and file
+        # names PytorchWildlife's MegaDetectorV6Apache fetches (microsoft/CameraTraps @ 4077ae2,
+        # rtdetr_apache/megadetectorv6_apache.py). No checksum is known here: the SHA-256 is
+        # recorded at the first fetch and checked from then on.
+        WeightsEntry("MDV6-apa-rtdetr-c", "detector",
+                     "MegaDetector v6 compact, Apache RT-DETRv2 R18vd (animal/person/vehicle)",
+                     _ZENODO_MD6.format("MDV6-apa-rtdetr-c.pth"), "zenodo.org/records/15398270",
+                     file="MDV6-apa-rtdetr-c.pth", licence="Apache-2.0"),
+        WeightsEntry("MDV6-apa-rtdetr-e", "detector",
+                     "MegaDetector v6 extra, Apache RT-DETRv2 R101vd (animal/person/vehicle)",
+                     _ZENODO_MD6.format("MDV6-apa-rtdetr-e.pth"), "zenodo.org/records/15398270",
+                     file="MDV6-apa-rtdetr-e.pth", licence="Apache-2.0"),
         # MegaDetector v5a: URL and MD5 as the megadetector package 10.0.28 lists them
         # (run_detector.py, known_models['v5a.0.0']).
         WeightsEntry("MDv5a", "detector", "MegaDetector v5a, YOLOv5x6 (animal/person/vehicle)",

@@ -395,19 +395,20 @@ def decode_levels(levels: list[tuple[torch.Tensor, torch.Tensor]]):
     return logits, boxes
 
 
-def fuse_batchnorm(model: nn.Module) -> nn.Module:
+def fuse_batchnorm(model: nn.Module, norm: str = "bn") -> nn.Module:
     """Fold every ``conv`` + ``bn`` pair of eval-mode blocks into one biased convolution.
 
     Inference only (the BatchNorm statistics become constants); used by the YOLOv9 and YOLOv5
-    blocks, which both name the pair ``conv`` / ``bn``. Returns ``model``, changed in place.
+    blocks, which both name the pair ``conv`` / ``bn``, and by the RT-DETR (``conv`` /
+    ``norm``: pass ``norm="norm"``). Returns ``model``, changed in place.
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     for module in model.modules():
-        conv, bn = getattr(module, "conv", None), getattr(module, "bn", None)
+        conv, bn = getattr(module, "conv", None), getattr(module, norm, None)
         if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
             module.conv = fuse_conv_bn_eval(conv.eval(), bn.eval())
-            module.bn = nn.Identity()
+            setattr(module, norm, nn.Identity())
     return model
 
 

@@ -18,7 +18,7 @@ k-th frame is the caller's business.
 * ``file``: boxes someone already computed: a MegaDetector batch-output JSON (for a video, or for
   frames extracted from it) or a MOTChallenge ``det.txt``.
 * ``motion``: background subtraction (OpenCV MOG2 or KNN) for static cameras; needs no weights.
-* ``megadetector``: MegaDetector v6 (MIT YOLOv9 weights) in-process; see
+* ``megadetector``: MegaDetector v6 (MIT YOLOv9 or Apache RT-DETRv2 weights) or v5a in-process; see
   :mod:`clamp_track.pipelines.megadetector`.
 """
 

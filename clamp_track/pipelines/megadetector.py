@@ -1,8 +1,9 @@
 """MegaDetector as an in-process detector: ``--detector megadetector``.
 
 MegaDetector finds ``animal``, ``person`` and ``vehicle`` in camera-trap images. This backend
-runs the MIT-licensed v6 weights with clamp-track's own YOLOv9 (:mod:`clamp_track.models.yolov9`)
-and MegaDetector v5a with its own YOLOv5 (:mod:`clamp_track.models.yolov5`), so neither
+runs the MIT-licensed v6 weights with clamp-track's own YOLOv9 (:mod:`clamp_track.models.yolov9`),
+the Apache-2.0 v6 weights with its own RT-DETRv2 (:mod:`clamp_track.models.rtdetr`) and
+MegaDetector v5a with its own YOLOv5 (:mod:`clamp_track.models.yolov5`), so neither
 PytorchWildlife, the megadetector package, yolov5 nor ultralytics is needed.
 
 MegaDetector v6 MIT (``MDV6-mit-yolov9-c`` / ``-e``), as PytorchWildlife 1.3.0 runs them
@@ -16,6 +17,18 @@ MegaDetector v6 MIT (``MDV6-mit-yolov9-c`` / ``-e``), as PytorchWildlife 1.3.0 r
 * scores are ``sigmoid(logit)`` per class; boxes above the threshold go through per-class NMS
   (IoU 0.5, at most 300 boxes per image, MIT YOLO's inference settings).
 
+MegaDetector v6 Apache (``MDV6-apa-rtdetr-c`` / ``-e``), as PytorchWildlife runs them
+(``rtdetr_apache``, ``microsoft/CameraTraps`` @ ``4077ae2``):
+
+* plain resize, no letterbox: the frame is resized (Pillow, bilinear: torchvision's
+  ``Resize((640, 640))`` on a PIL image) to 640 x 640 whatever its aspect, RGB in [0, 1], no
+  normalisation;
+* scores are ``sigmoid(logit)`` of each query and class; the best 300 (query, class) pairs of
+  the 300 x 3 are kept (``RTDETRPostProcessor``, ``num_top_queries`` 300; a query may so give
+  boxes of two classes), then those above the threshold. No NMS;
+* the network's normalised ``cx, cy, w, h`` boxes become ``x1, y1, x2, y2`` times the frame's
+  width and height.
+
 MegaDetector v5a (``MDv5a``), as the megadetector package 10.0.28 runs it
 (``pytorch_detector.py``, its default, non-"classic" mode):
 
@@ -24,8 +37,10 @@ MegaDetector v5a (``MDv5a``), as the megadetector package 10.0.28 runs it
 * score = objectness x class probability, one class per box (the best), per-class NMS at IoU 0.6,
   at most 300 boxes.
 
-One deliberate difference for both: boxes whose centre lies on the grey padding are dropped
-before NMS (the network sometimes fires there; the reference code keeps them, outside the image).
+One deliberate difference for the letterboxed ones (v6 MIT, v5a): boxes whose centre lies on the
+grey padding are dropped before NMS (the network sometimes fires there; the reference code keeps
+them, outside the image). The RT-DETR input has no padding. For all, boxes are clipped to the
+frame (PytorchWildlife leaves RT-DETR boxes unclipped).
 
 All frames of a batch have the video's size, so one letterbox geometry serves the whole batch and
 the frames go through the network together.
@@ -55,15 +70,16 @@ class Variant:
     """An offered MegaDetector.
 
     Attributes:
-        family: ``"yolov9"`` (MIT YOLO layout) or ``"yolov5"``.
-        layout: The YOLOv9 layout (``v9-s``, ``v9-c``); for YOLOv5, the file brings its own.
-        iou: MegaDetector's NMS IoU for it.
+        family: ``"yolov9"`` (MIT YOLO layout), ``"rtdetr"`` (RT-DETRv2) or ``"yolov5"``.
+        layout: The YOLOv9 layout (``v9-s``, ``v9-c``) or the RT-DETR one (``r18vd``,
+            ``r101vd``); for YOLOv5, the file brings its own.
+        iou: MegaDetector's NMS IoU for it; ``None``: no NMS (RT-DETR).
         description: One line.
     """
 
     family: str
     layout: str | None
-    iou: float
+    iou: float | None
     description: str
 
 
@@ -74,17 +90,18 @@ MEGADETECTOR_MODELS = {
                                  "MegaDetector v6 compact, MIT YOLOv9 (v9-s layout), 640 px"),
     "MDV6-mit-yolov9-e": Variant("yolov9", "v9-c", 0.5,
                                  "MegaDetector v6 extra, MIT YOLOv9 (v9-c layout), 640 px"),
+    "MDV6-apa-rtdetr-c": Variant("rtdetr", "r18vd", None,
+                                 "MegaDetector v6 compact, Apache RT-DETRv2 (ResNet-18vd), 640 px"),
+    "MDV6-apa-rtdetr-e": Variant("rtdetr", "r101vd", None,
+                                 "MegaDetector v6 extra, Apache RT-DETRv2 (ResNet-101vd), 640 px"),
     "MDv5a": Variant("yolov5", None, 0.6, "MegaDetector v5a, YOLOv5x6, 1280 px"),
 }
 #: ``--detector-model`` aliases, as for the torchvision detector.
 ALIASES = {"fast": "MDV6-mit-yolov9-c", "accurate": "MDV6-mit-yolov9-e"}
-#: Variants known but not runnable in-process (see the README).
-NOT_IN_PROCESS = {
-    name: "Apache-2.0 RT-DETRv2 weights: their network (ResNet-vd, hybrid encoder, deformable-"
-          "attention decoder) is not built into clamp-track"
-    for name in ("MDV6-apa-rtdetr-c", "MDV6-apa-rtdetr-e")
-}
 INPUT_SIZE = 640
+#: (query, class) pairs an RT-DETR keeps before thresholding (PytorchWildlife's
+#: ``RTDETRPostProcessor.num_top_queries``).
+RTDETR_TOP = 300
 V5_SIZE, V5_STRIDE = 1280, 64
 PAD_VALUE = 114
 
@@ -95,14 +112,16 @@ class MegaDetectorConfig:
 
     Attributes:
         model: A variant of :data:`MEGADETECTOR_MODELS`, or ``fast`` / ``accurate``.
-        weights: ``"auto"`` (the registry's file, fetched once and checked), a path to a
-            ``MDV6-mit-*.ckpt``, or ``None`` for random weights (tests only).
+        weights: ``"auto"`` (the registry's file, fetched once and checked), a path to the
+            variant's file (``MDV6-mit-*.ckpt``, ``MDV6-apa-rtdetr-*.pth``, ``md_v5a.0.0.pt``),
+            or ``None`` for random weights (tests only).
         score_threshold: Boxes below this confidence are dropped (MegaDetector's own
             conventions: 0.2 for most uses, 0.1-0.15 to miss fewer animals, 0.005 is what its
             batch files keep).
         iou_threshold: NMS overlap threshold (per class); ``None``: MegaDetector's for the
-            variant (0.5 for the MIT YOLOv9 ones, 0.6 for v5a).
-        max_boxes: Most boxes kept per frame after NMS.
+            variant (0.5 for the MIT YOLOv9 ones, 0.6 for v5a, no NMS for the RT-DETR ones;
+            a value given for those adds a per-class NMS).
+        max_boxes: Most boxes kept per frame after NMS (the best by score).
         classes: MegaDetector categories to keep (``animal``, ``person``, ``vehicle``).
         device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda:1"``...
         batch_size: Frames per forward pass.
@@ -123,10 +142,6 @@ class MegaDetectorConfig:
 
     def __post_init__(self):
         name = ALIASES.get(self.model, self.model)
-        if name in NOT_IN_PROCESS:
-            raise ValueError(f"MegaDetector {name} does not run in-process ({NOT_IN_PROCESS[name]}"
-                             f"); use one of {', '.join(MEGADETECTOR_MODELS)}, or run it "
-                             "elsewhere and pass its batch JSON with --detector file --boxes")
         if name not in MEGADETECTOR_MODELS:
             raise ValueError(f"unknown MegaDetector model {self.model!r}; use 'fast', "
                              f"'accurate' or one of {list(MEGADETECTOR_MODELS)}")
@@ -205,6 +220,28 @@ def letterbox(images: Sequence[np.ndarray], target: int = INPUT_SIZE):
     return batch, box
 
 
+def stretch(images: Sequence[np.ndarray], target: int = INPUT_SIZE):
+    """Resize equally sized RGB frames to ``target`` x ``target``, aspect not kept (RT-DETR).
+
+    Pillow's bilinear resize, as torchvision's ``Resize`` does on the PIL image PytorchWildlife
+    gives it.
+
+    Returns:
+        (B, target, target, 3) uint8 array and the :class:`Letterbox` (no padding; each axis
+        its own scale).
+    """
+    from PIL import Image
+
+    h, w = images[0].shape[:2]
+    batch = np.empty((len(images), target, target, 3), np.uint8)
+    for i, image in enumerate(images):
+        if image.shape[:2] != (h, w):
+            raise ValueError("all frames of a batch must have the same size")
+        batch[i] = np.asarray(Image.fromarray(image).resize((target, target),
+                                                            Image.Resampling.BILINEAR))
+    return batch, Letterbox((w, h), (target, target), 0, 0)
+
+
 def letterbox_v5(images: Sequence[np.ndarray], size: int = V5_SIZE, stride: int = V5_STRIDE):
     """Resize and pad equally sized RGB frames as MegaDetector v5 does (non-classic mode).
 
@@ -249,14 +286,32 @@ def v5_scores(raw):
     return scores.where(scores >= best, torch.zeros_like(scores)), boxes
 
 
-def postprocess(scores, boxes, score_threshold: float, iou_threshold: float, max_boxes: int):
+def rtdetr_scores(logits, boxes, size: int = INPUT_SIZE, top: int = RTDETR_TOP):
+    """RT-DETR output -> class scores (B, Q, C) and ``x1, y1, x2, y2`` input pixels (B, Q, 4).
+
+    Scores are ``sigmoid(logits)``; only the best ``top`` (query, class) pairs of each image keep
+    theirs, the others get 0 (PytorchWildlife's top-k over queries x classes).
+    """
+    import torch
+
+    scores = logits.sigmoid()
+    flat = scores.flatten(1)
+    kept = flat.topk(min(top, flat.shape[1]), dim=1).indices
+    mask = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, kept, True)
+    scores = scores.masked_fill(~mask.view_as(scores), 0.0)
+    centre, wh = boxes[..., :2], boxes[..., 2:]
+    return scores, torch.cat((centre - wh / 2, centre + wh / 2), -1) * size
+
+
+def postprocess(scores, boxes, score_threshold: float, iou_threshold: float | None,
+                max_boxes: int):
     """Threshold, per-class NMS and the best ``max_boxes`` per image (MIT YOLO's ``bbox_nms``).
 
     Args:
         scores: (B, N, C) class scores in [0, 1] (``sigmoid(logits)`` for YOLOv9).
         boxes: (B, N, 4) ``x1, y1, x2, y2`` input pixels.
         score_threshold: Minimum score (exclusive, as MegaDetector).
-        iou_threshold: NMS IoU.
+        iou_threshold: NMS IoU; ``None``: no NMS, the boxes are only sorted by score.
         max_boxes: Boxes kept per image (highest scores).
 
     Returns:
@@ -269,14 +324,17 @@ def postprocess(scores, boxes, score_threshold: float, iou_threshold: float, max
     for b in range(scores.shape[0]):
         anchor, cls = torch.where(scores[b] > score_threshold)
         conf = scores[b, anchor, cls]
-        kept = batched_nms(boxes[b, anchor].float(), conf.float(), cls, iou_threshold)
+        if iou_threshold is None:
+            kept = conf.argsort(descending=True, stable=True)
+        else:
+            kept = batched_nms(boxes[b, anchor].float(), conf.float(), cls, iou_threshold)
         kept = kept[:max_boxes]
         out.append((boxes[b, anchor[kept]], conf[kept], cls[kept]))
     return out
 
 
 class MegaDetectorDetector:
-    """MegaDetector (v6 MIT YOLOv9 or v5a YOLOv5x6), keeping the chosen categories.
+    """MegaDetector (v6 MIT YOLOv9 / Apache RT-DETRv2, v5a YOLOv5x6), keeping chosen categories.
 
     Args:
         cfg: The settings.
@@ -296,22 +354,32 @@ class MegaDetectorDetector:
         self._keep = [MD_CLASSES.index(c.lower()) for c in cfg.classes]
         self.class_names = {i: MD_CLASSES[i] for i in self._keep}
         self.device = torch.device(_device(cfg.device))
+        from clamp_track.models.rtdetr import fuse_for_inference
         from clamp_track.models.yolov9 import fuse_batchnorm
 
         model = load_megadetector(cfg.variant, cfg.weights)
-        self.model = fuse_batchnorm(model).to(self.device)  # inference only: BN folded in
+        # inference only: BatchNorm folded in (and the RT-DETR's RepVGG branches merged)
+        fuse = fuse_for_inference if self.variant.family == "rtdetr" else fuse_batchnorm
+        self.model = fuse(model).to(self.device)
         self.iou = cfg.iou_threshold or self.variant.iou
 
     def _scores(self, images: list[np.ndarray]):
         """Class scores (B, N, C), boxes (B, N, 4) in input pixels, and the geometry."""
         import torch
 
-        v5 = self.variant.family == "yolov5"
-        pixels, box = letterbox_v5(images, self.cfg.image_size) if v5 else letterbox(images)
+        family = self.variant.family
+        if family == "yolov5":
+            pixels, box = letterbox_v5(images, self.cfg.image_size)
+        elif family == "rtdetr":
+            pixels, box = stretch(images)
+        else:
+            pixels, box = letterbox(images)
         x = torch.from_numpy(pixels).to(self.device).permute(0, 3, 1, 2)  # (B, 3, H_in, W_in)
         x = x.float().div_(255)
-        if v5:
+        if family == "yolov5":
             scores, boxes = v5_scores(self.model(x))
+        elif family == "rtdetr":
+            scores, boxes = rtdetr_scores(*self.model(x))
         else:
             logits, boxes = self.model(x)
             scores = logits.sigmoid()
@@ -371,13 +439,15 @@ def load_megadetector(variant: str, weights: str | Path | None = "auto"):
         CheckpointError: As :class:`MegaDetectorDetector`.
         InputError: Unknown variant.
     """
-    from clamp_track.models import yolov5, yolov9
+    from clamp_track.models import rtdetr, yolov5, yolov9
 
     if variant not in MEGADETECTOR_MODELS:
         raise InputError(f"unknown MegaDetector model {variant!r}; known: "
                          f"{list(MEGADETECTOR_MODELS)}")
     spec = MEGADETECTOR_MODELS[variant]
     if weights is None:
+        if spec.family == "rtdetr":
+            return rtdetr.build_rtdetr(spec.layout)
         return (yolov5.build_yolov5() if spec.family == "yolov5"
                 else yolov9.build_yolov9(spec.layout, num_classes=len(MD_CLASSES)))
     if str(weights) == "auto":
@@ -387,6 +457,11 @@ def load_megadetector(variant: str, weights: str | Path | None = "auto"):
     if spec.family == "yolov5":
         model, names = yolov5.load_yolov5_file(weights)
         _check_classes(names, weights)
+    elif spec.family == "rtdetr":
+        model = rtdetr.build_rtdetr(spec.layout)
+        # the weights-only unpickler; any non-tensor object becomes an inert stand-in
+        state = rtdetr.rtdetr_state(yolov9.read_lightning_checkpoint(weights), weights)
+        rtdetr.load_rtdetr_state(model, state, weights)
     else:
         model = yolov9.build_yolov9(spec.layout, num_classes=len(MD_CLASSES))
         state = yolov9.yolov9_state(yolov9.read_lightning_checkpoint(weights), weights)

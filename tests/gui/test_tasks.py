@@ -190,13 +190,15 @@ def test_the_run_dialog_offers_the_megadetector_variants(qapp, tmp_path):
     assert [model.itemText(i) for i in range(model.count())] == ["fast", "accurate"]
     run.detector.setCurrentText("megadetector")
     offered = [model.itemText(i) for i in range(model.count())]
-    assert offered == ["MDV6-mit-yolov9-c", "MDV6-mit-yolov9-e", "MDv5a"]
+    assert offered == ["MDV6-mit-yolov9-c", "MDV6-mit-yolov9-e", "MDV6-apa-rtdetr-c",
+                       "MDV6-apa-rtdetr-e", "MDv5a"]
     assert model.isEnabled() and model.currentText() == "MDV6-mit-yolov9-c"  # the default
-    model.setCurrentText("MDv5a")
-    detect = from_dict(RunConfig, run.request().settings).detect
-    assert (detect.name, detect.model) == ("megadetector", "MDv5a")
-    options = detect.backend_options(tmp_path / "v.mp4", "cpu")
-    assert options["model"] == "MDv5a"
+    for chosen in ("MDv5a", "MDV6-apa-rtdetr-e"):
+        model.setCurrentText(chosen)
+        detect = from_dict(RunConfig, run.request().settings).detect
+        assert (detect.name, detect.model) == ("megadetector", chosen)
+        options = detect.backend_options(tmp_path / "v.mp4", "cpu")
+        assert options["model"] == chosen
     run.detector.setCurrentText("motion")  # no model to choose
     assert not model.isEnabled() and "model" not in run.request().settings["detect"]
 
