@@ -97,7 +97,7 @@ MEGADETECTOR_MODELS = {
     "MDv5a": Variant("yolov5", None, 0.6, "MegaDetector v5a, YOLOv5x6, 1280 px"),
 }
 #: ``--detector-model`` aliases, as for the torchvision detector.
-ALIASES = {"fast": "MDV6-mit-yolov9-c", "accurate": "MDV6-mit-yolov9-e"}
+ALIASES = {"fast": "MDV6-mit-yolov9-c", "accurate": "MDV6-apa-rtdetr-c"}
 INPUT_SIZE = 640
 #: (query, class) pairs an RT-DETR keeps before thresholding (PytorchWildlife's
 #: ``RTDETRPostProcessor.num_top_queries``).

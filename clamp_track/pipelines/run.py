@@ -51,7 +51,7 @@ class DetectConfig:
             continue tracks, so this is below the tracker's ``high_threshold``).
         model: torchvision: ``fast``, ``accurate`` or a torchvision detection model name;
             megadetector: ``fast`` (``MDV6-mit-yolov9-c``), ``accurate``
-            (``MDV6-mit-yolov9-e``) or the variant's name; mmdet: the config file.
+            (``MDV6-apa-rtdetr-c``) or the variant's name; mmdet: the config file.
         checkpoint: mmdet checkpoint file.
         boxes: Boxes file for the ``file`` detector (MegaDetector JSON or MOT ``det.txt``).
         options: Any other setting of the backend (see ``clamp_track.pipelines.detectors``),

@@ -168,7 +168,8 @@ def test_the_lightning_checkpoint_loads_exactly(v9s_ckpt):
     # the same file is the v9-s layout: asking for the v9-c variant names the mismatch
     with pytest.raises(CheckpointError, match=r"MDV6-c.ckpt: does not fit YOLOv9 v9-c \(the "
                                               r"file is the v9-s layout"):
-        make_detector("megadetector", model="accurate", weights=str(path), device="cpu")
+        make_detector("megadetector", model="MDV6-mit-yolov9-e", weights=str(path),
+                      device="cpu")
 
 
 @pytest.mark.parametrize("content, message", [
