@@ -41,11 +41,12 @@ def add_run_options(p: argparse.ArgumentParser,
     p.add_argument("--keypoints", help="keypoint set for random weights (testing)")
     p.add_argument("--detector",
                    choices=["torchvision", "mmdet", "file", "motion", "megadetector"])
-    from clamp_track.pipelines.megadetector import MEGADETECTOR_MODELS
+    from clamp_track.pipelines.megadetector import ALIASES, MEGADETECTOR_MODELS
 
+    aliases = ", ".join(f"{k} = {v}" for k, v in ALIASES.items())
     p.add_argument("--detector-model", help="torchvision: fast|accurate|MODEL; megadetector: "
-                   f"{'|'.join(MEGADETECTOR_MODELS)} (default MDV6-mit-yolov9-c; fast = -c, "
-                   "accurate = -e); mmdet: CONFIG")
+                   f"{'|'.join(MEGADETECTOR_MODELS)} (default {ALIASES['fast']}; {aliases}); "
+                   "mmdet: CONFIG")
     p.add_argument("--detector-checkpoint", help="mmdet checkpoint")
     p.add_argument("--boxes", help=boxes_help)
     p.add_argument("--detect-every", type=int, metavar="K", help="detect every K-th frame")
