@@ -680,3 +680,33 @@ def test_single_animal_files_read_as_anipose_and_lightning_pose_read_them(tmp_pa
         cube = np.array(data).reshape(len(data), len(joints), 1, 3)
         np.testing.assert_allclose(cube[:, :, 0, :2], xy, rtol=1e-9)
         np.testing.assert_allclose(cube[:, :, 0, 2], conf, rtol=1e-9)
+
+
+@pytest.mark.parametrize("index", [False, True])
+def test_csv_files_are_byte_for_byte_what_pandas_writes(tmp_path, index):
+    """The CSV writer of the exports (rows through ``repr``) against ``DataFrame.to_csv``."""
+    from clamp_track.io.export import write_csv
+
+    rng = np.random.default_rng(0)
+    n = 500
+    table = pd.DataFrame({
+        "frame": np.arange(n) // 17, "track": rng.integers(-3, 11, n),
+        "keypoint": rng.choice(["nose", "left eye", "tail, base", 'say "hi"', "a\nb", ""], n),
+        "flag": rng.random(n) > 0.5, "f32": rng.random(n).astype(np.float32),
+        "obj": pd.Series([1.5, "t", None, 2] * (n // 4), dtype=object)})
+    for column in ("x", "y", "confidence"):  # float32 values as float64, as the store gives
+        values = rng.normal(500, 300, n).astype(np.float32).astype(np.float64)
+        values[::9] = np.nan
+        table[column] = values
+    table.loc[::11, "f32"] = np.nan
+    table.loc[1:8, "x"] = [1e16, 1e-5, 0.1 + 0.2, -0.0, 1.0, np.inf, -np.inf, 123456789012345.0]
+    levels = pd.MultiIndex.from_product([["DLC_scorer"], ["animal1", "animal2"], ["nose", "tail"],
+                                         ["x", "y", "likelihood"]],
+                                        names=["scorer", "individuals", "bodyparts", "coords"])
+    dlc = pd.DataFrame(rng.normal(300, 100, (20, len(levels))), columns=levels)
+    dlc.iloc[::3, ::5] = np.nan
+    for name, frame in [("tidy", table), ("dlc", dlc), ("empty", table.iloc[:0])]:
+        frame.to_csv(tmp_path / f"{name}_pandas.csv", index=index)
+        write_csv(frame, tmp_path / f"{name}.csv", index=index)
+        assert (tmp_path / f"{name}.csv").read_bytes() == \
+            (tmp_path / f"{name}_pandas.csv").read_bytes(), name
