@@ -859,7 +859,7 @@ def finish(store: ResultStore, cfg: RunConfig, timer: StageTimer | None = None) 
 
 def _finalise(store: ResultStore, cfg: RunConfig) -> None:
     """Re-link and filter tracks, then smooth every track (once per run)."""
-    from clamp_track.pipelines.smoother import smooth_track
+    from clamp_track.pipelines.smoother import smooth_tracks
     from clamp_track.pipelines.tracker import finalize_tracks
 
     if not store.complete:
@@ -868,12 +868,14 @@ def _finalise(store: ResultStore, cfg: RunConfig) -> None:
         store.remap_tracks({old: (new if new > 0 else None) for old, new in mapping.items()})
         frames, times = store.frame_times()
         time_of = dict(zip(frames.tolist(), times.tolist()))
-        for track in store.track_ids():
-            arrays = store.track(track)
-            t = np.array([time_of[int(f)] for f in arrays["frames"]])
-            xy, var = smooth_track(t, arrays["raw"][..., :2], arrays["raw"][..., 2],
-                                   cfg.smoother)
-            store.write_smoothed(track, arrays["frames"], xy, var)
+        def tracks():  # read one at a time; several animals are smoothed in one pass
+            for track in store.track_ids():
+                arrays = store.track(track)
+                t = np.array([time_of[int(f)] for f in arrays["frames"]])
+                yield (track, arrays["frames"]), t, arrays["raw"][..., :2], arrays["raw"][..., 2]
+
+        for (track, frames), xy, var in smooth_tracks(tracks(), cfg.smoother):
+            store.write_smoothed(track, frames, xy, var)
         store.set_meta(status="complete", resume=None)
 
 

@@ -140,3 +140,37 @@ def test_bad_inputs_are_refused():
         SmootherConfig(measurement_noise=0)
     single, var = smooth_track(times[:1], np.ones((1, 1, 2)), np.ones((1, 1)))
     assert single.tolist() == [[[1.0, 1.0]]] and var[0, 0] == pytest.approx(9.0)
+
+
+def test_tracks_smoothed_together_equal_each_smoothed_alone(monkeypatch):
+    """Animals sharing frames go through the filter in one pass; the numbers are the same."""
+    import clamp_track.pipelines.smoother as smoother
+
+    rng = np.random.default_rng(3)
+    fps = 30.0
+    cfg = SmootherConfig(max_gap_s=0.2)
+    tracks = []
+    for key, (first, last) in enumerate([(0, 120), (10, 120), (0, 90), (30, 110), (200, 260)]):
+        frames = np.arange(first, last)
+        frames = frames[rng.random(len(frames)) > 0.15]  # the tracker lost it now and then
+        times = frames / fps
+        xy = noisy(trajectory(times, k=3), 2.0, seed=key)
+        conf = rng.uniform(0.1, 1.0, (len(frames), 3))  # some below min_confidence
+        conf[20:32, 1] = 0.0  # a gap longer than max_gap_s: two segments
+        xy[5, 2] = np.nan
+        tracks.append((key, times, xy, conf))
+    passes = []
+    alone = smoother.smooth_track
+    monkeypatch.setattr(smoother, "smooth_track",
+                        lambda t, *a, **k: passes.append(len(t)) or alone(t, *a, **k))
+    together = list(smoother.smooth_tracks(iter(tracks), cfg))
+    # the four overlapping tracks in one pass; the last, far later, alone
+    assert len(passes) == 2 and passes[1] == len(tracks[-1][1])
+    assert [key for key, _, _ in together] == [0, 1, 2, 3, 4]
+    for (_, times, xy, conf), (_, xy_s, var) in zip(tracks, together):
+        xy_1, var_1 = alone(times, xy, conf, cfg)
+        np.testing.assert_array_equal(np.isnan(xy_s), np.isnan(xy_1))
+        assert np.isnan(xy_1).any() and not np.isnan(xy_1).all()
+        np.testing.assert_allclose(xy_s, xy_1, atol=1e-6, rtol=0, equal_nan=True)
+        assert var.shape == (len(times), 3)
+        np.testing.assert_allclose(var, var_1, rtol=1e-6, equal_nan=True)
