@@ -231,11 +231,18 @@ def write_csv(table, path: str | os.PathLike, index: bool = True) -> None:
     """
     path = Path(path)
     table.iloc[:0].to_csv(path, index=index)  # the header lines, as pandas writes them
-    columns = [table.index.to_numpy()] if index else []
-    columns += [table.iloc[:, i].to_numpy() for i in range(table.shape[1])]
     if not len(table):
         return
-    rows = os.linesep.join(map(",".join, zip(*map(_csv_fields, columns))))
+    if all(dtype == np.float64 for dtype in table.dtypes):  # DeepLabCut's tables: row by row
+        fields = [["" if v != v else repr(v) for v in row] for row in table.to_numpy().tolist()]
+        if index:
+            fields = [[label, *row] for label, row in zip(_csv_fields(table.index.to_numpy()),
+                                                          fields)]
+    else:
+        columns = [table.index.to_numpy()] if index else []
+        columns += [table.iloc[:, i].to_numpy() for i in range(table.shape[1])]
+        fields = zip(*map(_csv_fields, columns))
+    rows = os.linesep.join(map(",".join, fields))
     with open(path, "a", encoding="utf-8", newline="") as fh:
         fh.write(rows + os.linesep)
 
@@ -250,7 +257,22 @@ def _csv_fields(values: np.ndarray) -> list[str]:
         text = values.astype(str).astype(object)
         text[np.isnan(values)] = ""
         return text.tolist()
-    return [_csv_text(v) for v in values.tolist()]
+    texts: dict = {}  # names repeat: each distinct value is formatted once
+    out = []
+    for value in values.tolist():
+        key = (type(value), value)  # (1, 1.0 and True are equal keys, written differently)
+        try:
+            text = texts.get(key)
+        except TypeError:  # unhashable
+            text = None
+        if text is None:
+            text = _csv_text(value)
+            try:
+                texts[key] = text
+            except TypeError:
+                pass
+        out.append(text)
+    return out
 
 
 def _csv_text(value) -> str:

@@ -693,7 +693,8 @@ def test_csv_files_are_byte_for_byte_what_pandas_writes(tmp_path, index):
         "frame": np.arange(n) // 17, "track": rng.integers(-3, 11, n),
         "keypoint": rng.choice(["nose", "left eye", "tail, base", 'say "hi"', "a\nb", ""], n),
         "flag": rng.random(n) > 0.5, "f32": rng.random(n).astype(np.float32),
-        "obj": pd.Series([1.5, "t", None, 2] * (n // 4), dtype=object)})
+        "obj": pd.Series([1.5, "t", None, 2, 1, True, 1.0, "1", "x", "y"] * (n // 10),
+                         dtype=object)})
     for column in ("x", "y", "confidence"):  # float32 values as float64, as the store gives
         values = rng.normal(500, 300, n).astype(np.float32).astype(np.float64)
         values[::9] = np.nan
