@@ -211,6 +211,7 @@ class ResultStore:
         self._db = connection
         self._meta_cache: dict = {}
         self._keypoints: KeypointSet | None = None
+        self._closed = False
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -325,7 +326,7 @@ class ResultStore:
         nothing committed: it is rolled back, so that the WAL can be folded in. Closing twice
         is harmless.
         """
-        if getattr(self, "_closed", False):
+        if self._closed:
             return
         self._closed = True
         try:
