@@ -257,20 +257,15 @@ def _csv_fields(values: np.ndarray) -> list[str]:
         text = values.astype(str).astype(object)
         text[np.isnan(values)] = ""
         return text.tolist()
-    texts: dict = {}  # names repeat: each distinct value is formatted once
+    names: dict[str, str] = {}  # names repeat: each distinct one is quoted once
     out = []
     for value in values.tolist():
-        key = (type(value), value)  # (1, 1.0 and True are equal keys, written differently)
-        try:
-            text = texts.get(key)
-        except TypeError:  # unhashable
-            text = None
-        if text is None:
+        if type(value) is str:
+            text = names.get(value)
+            if text is None:
+                text = names[value] = _csv_text(value)
+        else:
             text = _csv_text(value)
-            try:
-                texts[key] = text
-            except TypeError:
-                pass
         out.append(text)
     return out
 

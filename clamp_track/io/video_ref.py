@@ -30,7 +30,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -140,8 +140,6 @@ class Fingerprint:
 
     def sampled(self, frames_hash: str, partial: bool = False) -> Fingerprint:
         """This fingerprint with its frame hash (``partial``: of the first sampled frames)."""
-        from dataclasses import replace
-
         return replace(self, frames_hash=frames_hash, partial=partial)
 
     @property
@@ -412,8 +410,6 @@ def remember_video(store, video: Path, fingerprint: Fingerprint | None = None) -
     Written through the store when it is writable, else through a short writable connection
     of its own; a store on a read-only medium keeps its old ref (logged, not an error).
     """
-    from dataclasses import replace
-
     from clamp_track.io.store import ResultStore
 
     if fingerprint is not None:  # same content, maybe another copy: refresh the fast path
