@@ -64,3 +64,26 @@ def test_flip_average_equals_averaging_with_flip_back_bit_for_bit():
     one = torch.randn(1, 17, 64, 48)
     wide = flip_average(one.expand(4, -1, -1, -1), f[:1].expand(4, -1, -1, -1), AP10K.flip_pairs)
     assert torch.equal(wide[2], ((one + flip_back(f[:1], AP10K.flip_pairs)) * 0.5)[0])
+
+
+def test_argmax_on_the_cpu_is_torch_max_with_ties_negatives_and_views():
+    from clamp_track.models.heatmaps import get_max_preds
+
+    torch.manual_seed(0)
+    h = torch.randn(5, 17, 64, 48)
+    h[0, 0] = 0.5  # all tied: the first cell wins
+    h[1, 1, 3, 4] = h[1, 1, 7, 2] = 9.0  # a tie between two cells: the first in row order
+    h[2, 2] = -torch.rand(64, 48) - 0.1  # all below zero: coordinates -1
+    for maps in (h, h.expand(2, -1, -1, -1, -1)[1], h[:, :, :, :40], h.double()):
+        coords, maxvals = get_max_preds(maps)
+        flat = maps.reshape(*maps.shape[:2], -1)
+        values, index = flat.max(dim=-1)
+        w = maps.shape[-1]
+        expected = torch.stack([index % w, index // w], dim=-1).float()
+        expected[values <= 0] = -1.0
+        assert torch.equal(maxvals, values) and torch.equal(coords, expected)
+    assert get_max_preds(h)[0][1, 1].tolist() == [4.0, 3.0]
+    assert get_max_preds(h)[0][2, 2].tolist() == [-1.0, -1.0]
+    # a training batch that needs gradients is read without them
+    grad = h.clone().requires_grad_(True)
+    assert torch.equal(get_max_preds(grad)[0], get_max_preds(h)[0])
