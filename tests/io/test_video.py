@@ -279,3 +279,21 @@ def test_opencv_still_reads_png_after_decord_is_used(shared_data):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
+
+
+def test_a_file_is_scanned_once_until_it_is_written_again(tmp_path, monkeypatch):
+    path = write_synthetic(tmp_path / "clip.mp4", [i * 33 for i in range(6)])
+    scans = []
+    real = video._scan_file
+    monkeypatch.setattr(video, "_scan_file", lambda p: scans.append(p) or real(p))
+    assert probe(path).n_frames == 6
+    with VideoReader(path) as reader:  # a run probes its video, then reads it
+        assert len(reader) == 6 and len(list(reader)) == 6
+        with pytest.raises(ValueError):  # the shared index cannot be changed through a reader
+            reader.times_s[0] = 1.0
+    assert len(scans) == 1
+    # the same path holding another video (size and modification time change) is scanned anew
+    write_synthetic(tmp_path / "other.mp4", [i * 33 for i in range(9)]).replace(path)
+    assert probe(path).n_frames == 9 and len(scans) == 2
+    with VideoReader(path) as reader:
+        assert len(list(reader)) == 9
