@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -469,15 +469,16 @@ def write_exports(store: ResultStore, formats, *, missing_only: bool = False) ->
     """
     done = dict(store.meta("exports") or {})
     folder = store.path.parent
+    kept = {fmt for fmt in formats if missing_only and exports_done(store, [fmt])}
+    written = {}
+    # the table is read once for all formats; each is recorded as soon as it is written
+    for fmt, files in export_each(store, [f for f in formats if f not in kept]):
+        written[fmt] = files
+        done[fmt] = [os.path.relpath(p, folder) for p in files]
+        store.set_meta(exports=done)
     paths: list[Path] = []
     for fmt in formats:
-        if missing_only and exports_done(store, [fmt]):
-            paths += [folder / name for name in done[fmt]]
-            continue
-        written = export(store, (fmt,))
-        done[fmt] = [os.path.relpath(p, folder) for p in written]
-        store.set_meta(exports=done)
-        paths += written
+        paths += written[fmt] if fmt in written else [folder / name for name in done.get(fmt, [])]
     return paths
 
 
@@ -904,8 +905,23 @@ def export(store: ResultStore, formats, out_dir: str | os.PathLike | None = None
     Returns:
         The written files.
     """
+    return [path for _, files in export_each(
+        store, formats, out_dir, video=video, dlc_net_type=dlc_net_type, dlc_layout=dlc_layout,
+        untouched=untouched) for path in files]
+
+
+def export_each(store: ResultStore, formats, out_dir: str | os.PathLike | None = None, *,
+                video: str | os.PathLike | None = None, dlc_net_type: str | None = "resnet_50",
+                dlc_layout: str = "auto", untouched: str = "ignore"
+                ) -> Iterator[tuple[str, list[Path]]]:
+    """:func:`export`, one format at a time: yields ``(format, its files)`` as each is written.
+
+    The store's tables are read once for all the formats.
+    """
     from clamp_track.io import export as writers
 
+    if not formats:
+        return
     out = _output_dir(store.path, out_dir or store.path.parent)
     # every file that names the video records its absolute path (a legacy store's typed
     # path is taken relative to the store's folder, as VideoRef resolves it)
@@ -914,28 +930,28 @@ def export(store: ResultStore, formats, out_dir: str | os.PathLike | None = None
         store.keypoints, video_info, model_name=(store.meta("model") or {}).get(
             "variant", "clamp"), date=store.meta("dlc_date"), dlc_net_type=dlc_net_type,
         track_names=store.track_names())
-    tidy, boxes = corrected_table(store), store.boxes()
+    tidy = corrected_table(store)
+    boxes = store.boxes() if {"sleap", "video"} & set(formats) else None
     stem = Path(info.video.path).stem
-    paths: list[Path] = []
     if "csv" in formats:
-        paths.append(writers.write_tidy_csv(tidy, out / f"{stem}.clamp.csv", store.keypoints))
+        yield "csv", [writers.write_tidy_csv(tidy, out / f"{stem}.clamp.csv", store.keypoints)]
     if "dlc" in formats:
-        paths += writers.write_dlc(tidy, out, info, layout=dlc_layout).paths
+        yield "dlc", writers.write_dlc(tidy, out, info, layout=dlc_layout).paths
     if "sleap" in formats:
         from clamp_track.io.sleap_export import write_sleap
 
-        paths += write_sleap(tidy, out, info, boxes, user_points=_user_points(store, untouched))
+        yield "sleap", write_sleap(tidy, out, info, boxes,
+                                   user_points=_user_points(store, untouched))
     if "nwb" in formats:
         from clamp_track.io.nwb_export import write_nwb
 
-        paths += write_nwb(tidy, out, info, created=store.meta("created"),
-                           frame_times=store.frame_times())
+        yield "nwb", write_nwb(tidy, out, info, created=store.meta("created"),
+                               frame_times=store.frame_times())
     if "plot" in formats:
-        paths += writers.write_track_plots(tidy, out, info)
+        yield "plot", writers.write_track_plots(tidy, out, info)
     if "video" in formats:
-        paths.append(_annotated_video(store, tidy, boxes, info, out / f"{stem}.clamp.mp4",
-                                      video))
-    return paths
+        yield "video", [_annotated_video(store, tidy, boxes, info, out / f"{stem}.clamp.mp4",
+                                         video)]
 
 
 def _user_points(store: ResultStore, untouched: str) -> dict:
