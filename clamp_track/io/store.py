@@ -421,11 +421,11 @@ class ResultStore:
             self._set_meta(values)
 
     def _set_meta(self, values: dict) -> None:
-        self._db.executemany(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-            [(k, json.dumps(v)) for k, v in values.items()],
-        )
-        self._meta_cache.update(json.loads(json.dumps(values)))
+        texts = {k: json.dumps(v) for k, v in values.items()}
+        self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                             list(texts.items()))
+        for key in texts:  # read back (and cached) when asked for: what the file holds
+            self._meta_cache.pop(key, None)
 
     @property
     def keypoints(self) -> KeypointSet:
