@@ -3,10 +3,12 @@
 The real pipeline (:func:`~clamp_track.pipelines.run.run_video`: decoding thread, the ``file``
 detector, the tracker, the pose stage, the result store, smoothing and the CSV/DeepLabCut
 exports) runs with the pose model's forward replaced by a free one that returns heatmaps of the
-right shape (one precomputed map, expanded to the batch: no arithmetic). What is left is the
-work a GPU cannot hide: decoding, cropping, moving crops to the device, normalising, flipping,
-decoding heatmaps, tracking, storing. It is timed side by side, interleaved, with decoding
-alone (the project's :class:`~clamp_track.io.video.VideoReader`) on the same clip, so
+right shape (one precomputed map, expanded to the batch: no arithmetic), in a process set up as
+``clamp-track run`` sets up its own (:func:`~clamp_track.runtime.tune_allocator`). What is
+left is the work a GPU cannot hide: decoding, cropping, moving crops to the device,
+normalising, flipping, decoding heatmaps, tracking, storing. It is timed side by side,
+interleaved, with decoding alone (the project's :class:`~clamp_track.io.video.VideoReader`) on
+the same clip, so
 
     R = pipeline frames/s / decoding-alone frames/s
 
@@ -161,6 +163,9 @@ def main() -> None:
     import torch
 
     from clamp_track.pipelines.run import Models
+    from clamp_track.runtime import tune_allocator
+
+    malloc = tune_allocator()  # what `clamp-track run` does first (decoding alone gets it too)
 
     cases = [("1080p", 1), ("1080p", 10)] if args.quick else [
         (size, n) for size in SIZES for n in (1, 3, 10)]
@@ -180,7 +185,8 @@ def main() -> None:
         device = models.pose.device
         print(f"model {args.model} ({'real' if args.real_model else 'free'} forward), device "
               f"{device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-              f"{args.frames} frames per clip, median of {args.repeats} interleaved rounds")
+              f"{args.frames} frames per clip, median of {args.repeats} interleaved rounds, "
+              f"malloc tuning {'on' if malloc else 'off'}")
         times = {case: {"decode": [], "pipeline": []} for case in cases}
         for r in range(args.repeats):
             for case in cases:
