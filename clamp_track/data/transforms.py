@@ -45,6 +45,22 @@ def xyxy_to_xywh(boxes: np.ndarray) -> np.ndarray:
     return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
 
 
+def box_iou(a, b) -> np.ndarray:
+    """Intersection over union of ``x1, y1, x2, y2`` boxes, broadcast like NumPy.
+
+    ``box_iou(a, b)`` of (N, 4) and (N, 4) boxes pairs them (N,); ``box_iou(a[:, None], b)``
+    gives every pair (N, M); two (4,) boxes give a 0-d array. Pairs whose union has no area
+    give 0. This is the one IoU of the project (tracks, review checks, rules, unconfirmed runs).
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    w = np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0])
+    h = np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1])
+    inter = np.clip(w, 0, None) * np.clip(h, 0, None)
+    union = ((a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+             + (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1]) - inter)
+    return np.divide(inter, union, out=np.zeros(np.shape(inter)), where=union > 0)
+
+
 def affine_matrix(
     center: np.ndarray,
     scale: np.ndarray,

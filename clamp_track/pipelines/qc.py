@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from clamp_track.data.transforms import box_iou
 from clamp_track.pipelines.review import ReviewData
 
 #: Scores are capped here so one absurd value does not hide every other kind of problem.
@@ -261,7 +262,7 @@ def _crossings(data: ReviewData, cfg: QCConfig) -> list[_Flags]:
             frames, ia, ib = np.intersect1d(ta.frames, tb.frames, return_indices=True)
             if not len(frames):
                 continue
-            iou = _iou(ta.boxes[ia], tb.boxes[ib])
+            iou = box_iou(ta.boxes[ia], tb.boxes[ib])
             hit = iou >= cfg.crossing_iou
             if hit.any():
                 details = [f"tracks {a} and {b} overlap (IoU {v:.2f})" for v in iou[hit]]
@@ -273,18 +274,6 @@ def _crossings(data: ReviewData, cfg: QCConfig) -> list[_Flags]:
 def _overlap_in_time(a: np.ndarray, b: np.ndarray) -> bool:
     """Whether two sorted frame lists have overlapping ranges (a cheap pre-check)."""
     return bool(len(a) and len(b) and a[0] <= b[-1] and b[0] <= a[-1])
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N,) IoU of paired boxes (N, 4) ``x1, y1, x2, y2``."""
-    wh = np.clip(np.minimum(a[:, 2:], b[:, 2:]) - np.maximum(a[:, :2], b[:, :2]), 0, None)
-    inter = wh[:, 0] * wh[:, 1]
-    union = _area(a) + _area(b) - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
-def _area(boxes: np.ndarray) -> np.ndarray:
-    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
 
 def _respawns(data: ReviewData, cfg: QCConfig) -> list[_Flags]:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clamp_track.data.transforms import box_iou
 from clamp_track.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -73,19 +74,6 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of (N, 4) boxes ``a`` with (M, 4) boxes ``b`` (x1, y1, x2, y2) -> (N, M)."""
-    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
-
-
 def overlaps(store, signature: dict) -> dict[int, float]:
     """Mean IoU of each track of ``store`` with a rule's boxes (``{frame: box}``)."""
     if not signature:
@@ -93,7 +81,7 @@ def overlaps(store, signature: dict) -> dict[int, float]:
     wanted = {int(f): np.asarray(b, np.float64) for f, b in signature.items()}
     total: dict[int, float] = defaultdict(float)
     for frame, track, *box in store.boxes_in(wanted):
-        total[int(track)] += float(_iou(wanted[int(frame)], box)[0, 0])
+        total[int(track)] += float(box_iou(wanted[int(frame)], box))
     return {t: v / len(wanted) for t, v in total.items()}
 
 
@@ -222,7 +210,7 @@ def _pair(before: dict, after: dict, tracks: list[int]) -> dict[int, int]:
     if not tracks or not len(after["tracks"]):
         return {}
     rows = [int(np.flatnonzero(before["tracks"] == t)[0]) for t in tracks]
-    iou = _iou(before["boxes"][rows], after["boxes"])
+    iou = box_iou(before["boxes"][rows][:, None], after["boxes"])
     pairs: dict[int, int] = {}
     while iou.size and iou.max() >= MIN_INSTANCE_IOU:
         i, j = np.unravel_index(int(iou.argmax()), iou.shape)
@@ -260,7 +248,8 @@ def moved_keypoints(old, new, px: float = MOVED_PX) -> tuple[int, int]:
         b = new_boxes[new_boxes["frame"] == frame]
         if b.empty:
             continue
-        iou = _iou(a[["x1", "y1", "x2", "y2"]].to_numpy(), b[["x1", "y1", "x2", "y2"]].to_numpy())
+        iou = box_iou(a[["x1", "y1", "x2", "y2"]].to_numpy()[:, None],
+                      b[["x1", "y1", "x2", "y2"]].to_numpy())
         while iou.size and iou.max() >= MIN_INSTANCE_IOU:
             i, j = np.unravel_index(int(iou.argmax()), iou.shape)
             pairs.append((int(frame), int(a["track"].iloc[i]), int(b["track"].iloc[j])))

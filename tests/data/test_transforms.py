@@ -56,3 +56,15 @@ def test_points_and_pixels_follow_the_same_matrix():
     assert abs(xs.mean() - x) < 1.0 and abs(ys.mean() - y) < 1.0
     back = transform_points(transform_points(np.array([[[5.0, 7.0]]]), m), invert_affine(m))
     np.testing.assert_allclose(back, [[[5.0, 7.0]]], atol=1e-9)
+
+
+def test_box_iou_pairs_broadcasts_and_gives_zero_without_area():
+    from clamp_track.data.transforms import box_iou
+
+    a = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [5, 5, 5, 9]], np.float32)
+    b = np.array([[5, 0, 15, 10], [20, 20, 30, 30], [5, 5, 5, 9]], np.float32)
+    assert np.allclose(box_iou(a, b), [50 / 150, 0.0, 0.0])  # paired; no area -> 0
+    every = box_iou(a[:, None], b)
+    assert every.shape == (3, 3) and np.allclose(every[0], [50 / 150, 0.0, 0.0])
+    assert every[0, 0] == every[1, 0] and box_iou(a[0], a[0]) == 1.0  # (4,) with (4,): 0-d
+    assert box_iou(a[0], a[0]).shape == ()
