@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from clamp_track.config import dump_yaml, to_dict
+from clamp_track.data.transforms import box_iou
 from clamp_track.errors import ClampTrackError, InputError
 from clamp_track.io.export import dlc_date
 from clamp_track.io.store import VIDEO_REF, ResultStore, store_path
@@ -766,44 +767,41 @@ def adopt_unconfirmed(store: ResultStore, min_iou: float = 0.3) -> None:
     """Give each run of unconfirmed instances to the track that starts right after it.
 
     An unconfirmed run (one temporary id) ending at frame ``e`` joins the track whose first
-    frame is ``e + 1`` if their boxes overlap there by ``min_iou``; otherwise it is dropped.
-    Runs are visited from the last to the first, so a track can grow back over several.
+    frame is ``e + 1`` if their boxes overlap there by ``min_iou`` (the best overlap; the
+    higher track id on a tie); otherwise it is dropped. Runs are visited from the last to the
+    first (on the same last frame, the lowest temporary id first), so a track can grow back
+    over several.
     """
     boxes = store.boxes()
-    temp = boxes[boxes.track < 0]
-    if temp.empty:
+    frame, track = boxes.frame.to_numpy(), boxes.track.to_numpy()
+    if not (track < 0).any():
         return
-    tracks = boxes[boxes.track >= 1]
-    first = tracks.groupby("track").frame.min().to_dict()
-    at = {(int(r.frame), int(r.track)): r for r in tracks.itertuples()}
-    starts = {}  # first frame -> tracks starting there
-    for track, frame in first.items():
-        starts.setdefault(frame, []).append(track)
+    xyxy = boxes[["x1", "y1", "x2", "y2"]].to_numpy(np.float64)
+    head = {}  # track -> (its first frame, its box there); rows come ordered by frame
+    for row in np.flatnonzero(track >= 1):
+        head.setdefault(int(track[row]), (int(frame[row]), xyxy[row]))
+    starts: dict[int, list[int]] = {}  # first frame -> the tracks starting there, by id
+    for tid in sorted(head):
+        starts.setdefault(head[tid][0], []).append(tid)
+    runs = []  # (temp id, its rows in frame order)
+    for temp_id in np.unique(track[track < 0]):
+        runs.append((int(temp_id), np.flatnonzero(track == temp_id)))
+    runs.sort(key=lambda run: -frame[run[1][-1]])
     moves = []
-    runs = sorted(temp.groupby("track"), key=lambda item: -item[1].frame.max())
-    for temp_id, run in runs:
-        end = int(run.frame.max())
-        last = run[run.frame == end].iloc[0]
+    for temp_id, rows in runs:
+        end = int(frame[rows[-1]])
         best, best_iou = None, min_iou
-        for track in starts.get(end + 1, []):
-            iou = _iou(last, at[(end + 1, track)])
+        for tid in starts.get(end + 1, []):
+            iou = float(box_iou(xyxy[rows[-1]], head[tid][1]))
             if iou >= best_iou:
-                best, best_iou = track, iou
-        moves += [(int(f), int(temp_id), best) for f in run.frame]
+                best, best_iou = tid, iou
+        moves += [(int(frame[r]), temp_id, best) for r in rows]
         if best is not None:
             starts[end + 1].remove(best)
-            start = int(run.frame.min())
+            start = int(frame[rows[0]])
             starts.setdefault(start, []).append(best)
-            at[(start, best)] = run[run.frame == start].iloc[0]
+            head[best] = (start, xyxy[rows[0]])
     store.reassign(moves)
-
-
-def _iou(a, b) -> float:
-    w = min(a.x2, b.x2) - max(a.x1, b.x1)
-    h = min(a.y2, b.y2) - max(a.y1, b.y1)
-    inter = max(w, 0.0) * max(h, 0.0)
-    union = (a.x2 - a.x1) * (a.y2 - a.y1) + (b.x2 - b.x1) * (b.y2 - b.y1) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def _refine_tracker(tracker, pose: PosePredictions, cfg: RunConfig) -> None:

@@ -644,3 +644,43 @@ def test_pipelined_poses_equal_the_estimator_frame_by_frame(cows, cows_run, mode
     for i, pose in zip(picks, alone):
         np.testing.assert_allclose(track["raw"][i, :, :2], pose.keypoints[0], atol=1e-4)
         np.testing.assert_allclose(track["raw"][i, :, 2], pose.scores[0], rtol=1e-6)
+
+
+def test_unconfirmed_runs_join_the_track_that_starts_after_them(tmp_path):
+    """ByteTrack confirms a track at its second detection; the detections before (temporary
+    negative ids) join the track that starts right after them, by best box overlap; runs that
+    overlap nothing, or too little, are dropped. A track grows back over several runs."""
+    from clamp_track.io.store import ResultStore, store_path
+    from clamp_track.pipelines.run import adopt_unconfirmed
+    from clamp_track.skeleton import from_names
+    from clamp_track.types import PosePredictions, VideoInfo
+
+    kps = from_names(["snout", "tailbase"])
+    boxes = {  # frame -> {track: box}
+        0: {-1: (0, 0, 10, 10), -4: (500, 500, 510, 510)},
+        1: {-2: (1, 0, 11, 10), -4: (501, 500, 511, 510)},  # -1 ended at 0, -2 begins
+        2: {1: (2, 0, 12, 10), 2: (3, 0, 13, 10), -3: (200, 200, 220, 220)},
+        3: {1: (3, 0, 13, 10), 2: (4, 0, 14, 10)},
+        4: {1: (4, 0, 14, 10), 2: (5, 0, 15, 10), 3: (600, 600, 610, 610)},
+    }
+    video = VideoInfo(str(tmp_path / "v.mp4"), 640, 480, 25.0, 5, "h264")
+    store = ResultStore.create(store_path(tmp_path / "v.mp4"), {
+        "keypoints": kps.to_dict(), "video": video.__dict__, "config": {}})
+    poses = []
+    for frame, tracks in boxes.items():
+        ids = np.array(list(tracks), np.int64)
+        n = len(ids)
+        poses.append(PosePredictions(frame, ids, np.array(list(tracks.values()), np.float32),
+                                     np.zeros((n, 2, 2), np.float32), np.ones((n, 2)),
+                                     np.ones(n)))
+    store.write_chunk([(f, f / 25, True) for f in boxes], poses)
+    adopt_unconfirmed(store)
+    table = store.boxes()
+    owner = {(int(r.frame), int(r.x1)): int(r.track) for r in table.itertuples()}
+    # -2 (frames 1) overlaps track 1 at frame 2 by IoU 0.82 and track 2 by 0.67: track 1 takes
+    # it, and then -1 (frame 0), which now touches track 1's new first frame, too
+    assert owner[(1, 1)] == 1 and owner[(0, 0)] == 1
+    assert (table.track < 0).sum() == 0  # -3 and -4 overlap nothing after them: dropped
+    assert sorted(table[table.frame == 2].track) == [1, 2] and len(table[table.frame == 0]) == 1
+    assert sorted(table.track.unique()) == [1, 2, 3]
+    store.close()
