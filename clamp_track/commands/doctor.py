@@ -22,7 +22,9 @@ from pathlib import Path
 OPTIONAL = (("PyQt6.QtWidgets", "gui", "review GUI"), ("sleap_io", "sleap", "SLEAP export"),
             ("dask.distributed", "dask", "batch --dask"), ("decord", "", "--decoder decord"),
             ("mmdet.apis", "mmdet", "--detector mmdet"),
-            ("movement.kinematics", "behaviour", "clamp-track behaviour"))
+            ("movement.kinematics", "behaviour", "clamp-track behaviour"),
+            ("onnxruntime", "onnx", "--backend onnxruntime: a faster pose forward on the CPU"),
+            ("onnxscript", "onnx", "--backend onnxruntime: exporting its graph"))
 
 
 def add_parser(sub) -> None:

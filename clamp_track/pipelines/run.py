@@ -494,13 +494,17 @@ def exports_done(store: ResultStore, formats) -> bool:
 def same_settings(stored: dict | None, cfg: RunConfig) -> bool:
     """Whether a store made with ``stored`` settings can be continued with ``cfg``.
 
-    The exports do not change the results, so they may differ.
+    The exports and the pose backend do not change the results, so they may differ.
     """
     if not isinstance(stored, dict):
         return False
-    mine = to_dict(cfg)
-    return ({k: v for k, v in stored.items() if k != "exports"}
-            == {k: v for k, v in mine.items() if k != "exports"})
+    def results(settings: dict) -> dict:  # the backend changes no result either (1e-13)
+        settings = {k: v for k, v in settings.items() if k != "exports"}
+        if isinstance(settings.get("pose"), dict):
+            settings["pose"] = {k: v for k, v in settings["pose"].items() if k != "backend"}
+        return settings
+
+    return results(stored) == results(to_dict(cfg))
 
 
 def check_settings(cfg: RunConfig, video: Path | None = None, frames: int | None = None) -> None:
@@ -513,9 +517,12 @@ def check_settings(cfg: RunConfig, video: Path | None = None, frames: int | None
     Raises:
         ClampTrackError: One line naming the setting or file and the fix.
     """
+    from clamp_track.pipelines.backends import check_backend
+    from clamp_track.pipelines.pose import resolve_device
     from clamp_track.runtime import check_device
 
     check_device(cfg.pose.device)
+    check_backend(cfg.pose.backend, resolve_device(cfg.pose.device))
     if cfg.pose_weights and str(cfg.pose_weights) != "auto":
         from clamp_track.weights import resolve_pose_weights
 
