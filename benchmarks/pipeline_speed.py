@@ -10,8 +10,15 @@ masks through the ``file`` detector, so detection costs nothing and the pose mod
 3. peak resident memory of a separate process running the pipeline on the video and on the
    same video looped 10x (1040 frames): streaming means the peak must not grow with length.
 
+4. with ``--backends torch onnxruntime``: ``run_video`` end to end with each pose backend,
+   interleaved (``--repeats`` rounds, the first ``--end`` frames), frames/s, the ratio to
+   ``torch`` and the largest difference of their raw keypoints (the ONNX graph is exported
+   once, before the timing).
+
     python benchmarks/pipeline_speed.py                       # tiny model (pipeline overhead)
     python benchmarks/pipeline_speed.py --model clamp_rn50    # full-size model (random weights)
+    python benchmarks/pipeline_speed.py --model clamp_rn50 --backends torch onnxruntime \
+        --end 48 --skip-memory                                # CPU backends end to end
 """
 
 from __future__ import annotations
@@ -124,10 +131,48 @@ def peak_memory(video: Path, boxes: Path, model: str, out: Path) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def compare_backends(video: Path, boxes: Path, args, tmp: Path) -> None:
+    """``run_video`` end to end with each backend, interleaved; frames/s and keypoint agreement."""
+    import statistics
+    from dataclasses import replace
+
+    from clamp_track.io.store import ResultStore
+    from clamp_track.pipelines.run import Models, run_video
+
+    base = replace(config(args.model, boxes), end=args.end, seed=0)
+    models = {}  # the seed gives every backend the same random weights
+    for name in args.backends:
+        models[name] = Models(replace(base, pose=replace(base.pose, backend=name)))
+    times: dict[str, list[float]] = {name: [] for name in args.backends}
+    raw = {}
+    for _ in range(args.repeats):
+        for name in args.backends:
+            cfg = replace(base, pose=replace(base.pose, backend=name))
+            summary = run_video(video, cfg, tmp / f"backend-{name}", models=models[name],
+                                overwrite=True)
+            times[name].append(summary.frames / summary.seconds)
+            with ResultStore.open(summary.store, readonly=True) as store:
+                raw[name] = store.tidy(corrected=False)[["x", "y"]].to_numpy()
+    ref = args.backends[0]
+    print(f"backends end to end ({args.model}, {summary.frames} frames, median of "
+          f"{args.repeats} interleaved rounds):")
+    for name in args.backends:
+        fps = statistics.median(times[name])
+        diff = np.nanmax(np.abs(raw[name] - raw[ref])) if raw[name].shape == raw[ref].shape \
+            else float("nan")
+        print(f"  {name}: {fps:.2f} frames/s, {fps / statistics.median(times[ref]):.2f}x "
+              f"{ref}; raw keypoints differ from {ref}'s by at most {diff:.2e} px")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="clamp_tiny_rn50")
     parser.add_argument("--loops", type=int, default=10)
+    parser.add_argument("--backends", nargs="*", default=[],
+                        help="compare pose backends end to end, e.g. torch onnxruntime")
+    parser.add_argument("--end", type=int, default=None, help="frames of the backend runs")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of the backend runs")
+    parser.add_argument("--skip-memory", action="store_true", help="no peak-memory runs")
     args = parser.parse_args()
     from clamp_track.pipelines.run import Models, run_video
 
@@ -152,6 +197,10 @@ def main() -> None:
               f"thread decodes, tracks and crops; it waited {stages.get('pose', 0.0):.2f} s "
               "for it)")
 
+        if args.backends:
+            compare_backends(video, boxes, args, tmp)
+        if args.skip_memory:
+            return
         long_video = looped(video, tmp / "cows_x10.mp4", args.loops)
         long_boxes = mask_boxes(tmp / "det_x10.txt", args.loops)
         short = peak_memory(video, boxes, args.model, str(tmp / "m1"))
