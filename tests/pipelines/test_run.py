@@ -684,3 +684,18 @@ def test_unconfirmed_runs_join_the_track_that_starts_after_them(tmp_path):
     assert sorted(table[table.frame == 2].track) == [1, 2] and len(table[table.frame == 0]) == 1
     assert sorted(table.track.unique()) == [1, 2, 3]
     store.close()
+
+
+def test_a_run_resumes_with_other_exports_or_backend_but_not_other_results(cows):
+    from dataclasses import replace
+
+    from clamp_track.config import to_dict
+    from clamp_track.pipelines.run import same_settings
+
+    cfg = _cfg(cows[1])
+    stored = to_dict(cfg)
+    assert same_settings(stored, replace(cfg, exports=("csv",)))
+    assert same_settings(stored, replace(cfg, pose=replace(cfg.pose, backend="onnxruntime")))
+    assert not same_settings(stored, replace(cfg, pose=replace(cfg.pose, flip_test=False)))
+    assert not same_settings(stored, replace(cfg, chunk=16))
+    assert not same_settings(None, cfg)
