@@ -774,10 +774,9 @@ def adopt_unconfirmed(store: ResultStore, min_iou: float = 0.3) -> None:
     """Give each run of unconfirmed instances to the track that starts right after it.
 
     An unconfirmed run (one temporary id) ending at frame ``e`` joins the track whose first
-    frame is ``e + 1`` if their boxes overlap there by ``min_iou`` (the best overlap; the
-    higher track id on a tie); otherwise it is dropped. Runs are visited from the last to the
-    first (on the same last frame, the lowest temporary id first), so a track can grow back
-    over several.
+    frame is ``e + 1`` if their boxes overlap there by ``min_iou`` (the best overlap);
+    otherwise it is dropped. Runs are visited from the last to the first (on the same last
+    frame, the lowest temporary id first), so a track can grow back over several.
     """
     boxes = store.boxes()
     frame, track = boxes.frame.to_numpy(), boxes.track.to_numpy()
