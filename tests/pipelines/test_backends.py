@@ -124,3 +124,17 @@ def test_run_refuses_a_missing_backend_before_loading_anything(shared_data, tmp_
     err = capsys.readouterr().err
     assert code == 2 and "clamp-track[onnx]" in err and len(err.strip().splitlines()) == 1
     assert not list(tmp_path.glob("*.sqlite"))
+
+
+@needs_onnx
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["clamp_tiny_vitb16", "simplebaseline_tiny_rn50"])
+def test_every_architecture_exports_and_matches_torch(variant, cache):
+    model = create_model(variant)
+    forward = OnnxForward(model)
+    x = torch.randn(3, 3, *model.config.input_size)
+    with torch.inference_mode():
+        ref = model(x)["heatmaps"]
+    assert ref.abs().max() > 0
+    torch.testing.assert_close(forward(x)["heatmaps"], ref, rtol=1e-4,
+                               atol=1e-5 * ref.abs().max().item())
